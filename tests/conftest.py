@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 from PIL import Image
 
+from codevision.agent import Limits, run_agent
+from codevision.policies import ScriptedPolicy
+from codevision.protocols.registry import get_protocol
 from codevision.sandbox import Sandbox
+from codevision.task import Task
 from codevision.testing.images import gradient_image
+from codevision.trajectory import Trajectory
 
 
 @pytest.fixture(scope="module")
@@ -30,3 +36,26 @@ OWN_TMP = (
     "            if line.split()[4].startswith('/tmp/')}\n"
     "own_tmp = sorted(set(os.listdir('/tmp')) - _install)\n"
 )
+
+
+def tool_call(code: str, image_index: int = 0) -> str:
+    """A well-formed reply of the default protocol that runs ``code`` on image ``image_index``."""
+    payload = {"name": "code_image_tool", "arguments": {"code": code, "image_index": image_index}}
+    return f"<think>work on the image</think><tool_call>{json.dumps(payload)}</tool_call>"
+
+
+def zoom_call(bbox: list[float], image_index: int = 0) -> str:
+    """A well-formed reply of the crop protocol."""
+    payload = {"name": "image_zoom_in_tool", "arguments": {"bbox_2d": bbox, "image_index": image_index}}
+    return f"<think>look closer</think><tool_call>{json.dumps(payload)}</tool_call>"
+
+
+def final(answer: str) -> str:
+    return f"<think>done</think><answer>{answer}</answer>"
+
+
+def episode(
+    sandbox: Sandbox | None, task: Task, *replies: str, protocol: str = "codevision", limits: Limits | None = None
+) -> Trajectory:
+    """``task`` played through the real agent loop (and sandbox) by a policy that sends ``replies``."""
+    return run_agent(task, ScriptedPolicy(list(replies)), sandbox, get_protocol(protocol), limits)

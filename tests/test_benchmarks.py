@@ -31,7 +31,9 @@ from codevision.benchmarks import (
     synthetic_task,
 )
 from codevision.benchmarks.base import LETTERS, format_choices
+from codevision.eval.scorer import rule_name
 from codevision.task import Task, TransformRecord
+from codevision.transforms.ops import expected_ops
 
 DATA = Path("/work/shared/data")
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="the real annotation files are not available")
@@ -578,6 +580,7 @@ def test_verl_parquet_images_boxes_and_transforms(tmp_path: Path) -> None:
         "split": "test",
         "data_source": "mvtoolbench",
         "transform": ["crop", "rotate_90"],
+        "scoring": "codevision",
         "ability": "ocr",
         "reward_model": {"ground_truth": "SIGN 0", "style": "rule"},
     }
@@ -602,6 +605,20 @@ def test_verl_question_from_prompt_and_transform_shapes(tmp_path: Path) -> None:
     assert tasks[0].question == "What is written on sign 0?"
     assert tasks[0].expected_ops == ["crop", "rotate_270"]
     assert tasks[2].expected_ops == ["rotate_180"]
+
+
+def test_verl_transforms_are_undone_last_first_like_every_other_source(tmp_path: Path) -> None:
+    rows = verl_rows()[:1]
+    rows[0]["extra_info"]["transform"] = ["rotate_90", "flip_horizontal"]
+    path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    (task,) = load_benchmark(f"verl:{path}", cache_dir=tmp_path / "cache")
+    # Applied: a quarter turn, then a mirror. Undone: the mirror first, then the turn back.
+    assert task.expected_ops == expected_ops(task.transforms) == ["flip_h", "rotate_270"]
+    image = np.arange(12).reshape(3, 4)
+    corrupted = np.fliplr(np.rot90(image))
+    assert np.array_equal(np.rot90(np.fliplr(corrupted), -1), image)  # flip_h, then 270 ccw
+    assert rule_name(task) == "codevision" and task.metadata["data_source"] == "mvtoolbench"
 
 
 @pytest.mark.parametrize(

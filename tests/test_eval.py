@@ -191,7 +191,7 @@ def test_faithfulness_is_computed_from_geometry(tmp_path: Path) -> None:
             )
         )
     record = store.records["f1@none"]
-    assert record["faithfulness"] == {"crops": 2, "overlapping": 1, "containing": 1, "unmappable": 0}
+    assert record["faithfulness"] == {"crops": 2, "overlapping": 1, "containing": 1, "unverified": 0}
     assert record["ops"] == ["crop"] and record["correct"] is True
 
 

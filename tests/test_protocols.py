@@ -377,11 +377,11 @@ def test_resolve_bbox(bbox: object, resolved: tuple[int, int, int, int] | str) -
 
 def test_crop_image_cuts_the_resolved_region_or_explains() -> None:
     image = gradient_image(64, 48)
-    cropped, error = crop_image(image, [0.5, 0.5, 1.0, 1.0])
-    assert error is None and cropped is not None
+    cropped, box, error = crop_image(image, [0.5, 0.5, 1.0, 1.0])
+    assert error is None and cropped is not None and box == (32, 24, 64, 48)
     np.testing.assert_array_equal(np.asarray(cropped), np.asarray(image)[24:48, 32:64])
-    cropped, error = crop_image(image, [5, 5, 5, 5])
-    assert cropped is None and error is not None and "has no area" in error
+    cropped, box, error = crop_image(image, [5, 5, 5, 5])
+    assert cropped is None and box is None and error is not None and "has no area" in error
 
 
 # ---------------------------------------------------------------------------------------------- observations

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import pytest
 from PIL import Image
 
+from codevision.agent import Limits
 from codevision.policies.fake_server import FakeOpenAIServer
 from codevision.rewards import (
     FaithfulnessJudge,
@@ -27,7 +28,7 @@ from codevision.sandbox import ImageOp, ImageRef
 from codevision.scoring import JudgeError, LLMJudge
 from codevision.task import Task
 from codevision.trajectory import Action, ImageRecord, ToolOutcome, Trajectory, Turn
-from tests.conftest import gradient_image
+from tests.conftest import episode, final, gradient_image, zoom_call
 
 T = TypeVar("T")
 W, H = 64, 48
@@ -182,9 +183,16 @@ def test_vlm_judge_sees_only_the_question_and_the_produced_images() -> None:
     assert images[0].convert("RGB").tobytes() == trajectory.image(1).tobytes()
 
 
+def zoomed(task: Task, *boxes: list[float]) -> Trajectory:
+    """The crop protocol played through the agent loop: each box zoomed into input 0, then the answer."""
+    played = Task.from_images([gradient_image(W, H)], **task.model_dump(exclude={"images"}))
+    exact = Limits(image_factor=16, image_min_pixels=16)  # 64x48 is shown as it is: boxes are in its pixels
+    return episode(None, played, *(zoom_call(box) for box in boxes), final("STOP"), protocol="crop", limits=exact)
+
+
 def test_tasks_with_boxes_use_geometry_and_never_ask() -> None:
     task = make_task(bbox=(0, 0, 10, 10))
-    trajectory = code_trajectory("STOP")
+    trajectory = zoomed(task, [0, 0, 14, 14])
     with FakeOpenAIServer(lambda body: "0") as server:
         result = run(faithfulness_reward_judged(task, trajectory, vlm_judge(server)))
         assert server.request_count == 0
@@ -240,17 +248,13 @@ def test_a_failing_vlm_judge_raises_rather_than_scoring() -> None:
 # ---------------------------------------------------------------------- fixed-crop protocol
 def test_fixed_crop_boxes_are_scored_from_geometry() -> None:
     task = make_task(bbox=(10, 10, 20, 20))
-    good = faithfulness_reward(task, crop_trajectory([5, 5, 25, 25]))
-    half = faithfulness_reward(task, crop_trajectory([15, 0, 40, 40]))
+    good = faithfulness_reward(task, zoomed(task, [5, 5, 25, 25]))
+    half = faithfulness_reward(task, zoomed(task, [15, 0, 40, 40]))
     assert good.breakdown["process"] == pytest.approx(1.0) and good.details["faithful_share"] == 1.0
-    assert half.breakdown["process"] == pytest.approx(0.5) and half.details["faithful_share"] == 0.0
-
-
-def test_fixed_crop_boxes_are_mapped_from_the_size_the_model_saw() -> None:
-    # The model saw the input at half size: its box [5, 5, 10, 10] is [10, 10, 20, 20] in the original.
-    task = make_task(bbox=(10, 10, 20, 20))
-    result = faithfulness_reward(task, crop_trajectory([5, 5, 10, 10], model_size=(W // 2, H // 2)))
-    assert result.breakdown["process"] == pytest.approx(1.0)
+    # Half the target, in a crop twenty times its size: contained by half, barely focused.
+    assert (
+        half.breakdown["process"] == pytest.approx(0.5 * (50 / 1000) / 0.25) and half.details["faithful_share"] == 0.0
+    )
 
 
 def test_fixed_crop_penalties() -> None:

@@ -378,7 +378,10 @@ def test_cv2_geometry(sandbox: Sandbox) -> None:
     a, b, c, d, e, f, g, h = (op.args for op in result.ops)
     assert a == {"size": [32, 24], "from_size": [64, 48]}
     assert b == {"size": [32, 12], "from_size": [64, 48]}
-    assert c == {"angle": 30.0, "angle_ccw": 30.0, "expand": False, "scale": 1.0, "matrix": matrix}
+    assert c == {
+        "angle": 30.0, "angle_ccw": 30.0, "expand": False, "scale": 1.0, "matrix": matrix, "inverse": False,
+        "size": [64, 48],
+    }  # fmt: skip
     assert (d["angle"], d["angle_ccw"], d["scale"]) == (-45.0, 315.0, 2.0)
     assert (e["angle"], e["angle_ccw"], e["scale"]) == (-30.0, 330.0, 1.0)
     assert f == {"matrix": [[1.0, 0.0, 5.0], [0.0, 1.0, 3.0]], "size": [64, 48], "inverse": False}
@@ -802,9 +805,11 @@ def test_ops_in_a_loop_are_recorded_each_time(sandbox: Sandbox) -> None:
 # ---------------------------------------------------------------- only what ran, only what the model did
 
 
-def test_ops_that_raise_or_never_run_are_absent(sandbox: Sandbox) -> None:
+def test_ops_that_raise_or_never_run_are_absent_except_refused_crops(sandbox: Sandbox) -> None:
     with sandbox.session(images=[gradient_image()]) as session:
         bad_crop = session.run("a = image.rotate(10)\nb = image.crop((0, 0, 10))\nc = image.rotate(20)")
+        reversed_box = session.run("image.crop((30, 0, 10, 20))")
+        empty_slice = session.run("a = np.asarray(image)[30:10, :]")
         bad_size = session.run("arr = np.array(image)\nd = cv2.resize(arr, (0, 0))")
         bad_kernel = session.run("e = cv2.GaussianBlur(arr, (4, 4), 0)")
         bad_axes = session.run("f = np.rot90(arr, axes=(0, 0))")
@@ -814,14 +819,23 @@ def test_ops_that_raise_or_never_run_are_absent(sandbox: Sandbox) -> None:
             "if False:\n    image.rotate(45)\n"
             "def unused():\n    return image.rotate(45)\n"
         )
-    assert bad_crop.status == "error" and calls(bad_crop) == [
-        ("rotate", {"angle": 10.0, "angle_ccw": 10.0, "expand": False}),
-    ]
+    # A crop the library refused is still an attempt the faithfulness penalties must see: recorded
+    # with its error and no result. Other ops that raised did nothing and are not recorded.
+    assert bad_crop.status == "error" and calls(bad_crop)[0] == (
+        "rotate",
+        {"angle": 10.0, "angle_ccw": 10.0, "expand": False},
+    )
+    (failed_crop,) = bad_crop.ops[1:]
+    assert failed_crop.name == "crop" and failed_crop.result is None and failed_crop.args["error"]
+    (refused,) = reversed_box.ops
+    assert refused.args["box"] == [30, 0, 10, 20] and "ValueError" in refused.args["error"] and refused.result is None
+    (empty,) = empty_slice.ops
+    assert empty.name == "crop" and empty.args["box"][1:4:2] == [30, 10] and empty.result is None
     for failed in (bad_size, bad_kernel, bad_axes):
         assert failed.status == "error" and failed.ops == [], failed.error
     # OpenCV may not even raise for an unknown rotate code; it rotated nothing either way
     assert bad_code.ops == [] and not [w for w in bad_code.warnings if INCOMPLETE in w]
-    assert caught.ok and caught.ops == []
+    assert caught.ok and [op.name for op in caught.ops] == ["crop"] and caught.ops[0].result is None
 
 
 def test_library_helpers_and_display_do_not_leak_internal_ops(sandbox: Sandbox) -> None:

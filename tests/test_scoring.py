@@ -22,6 +22,7 @@ from codevision.scoring import (
     anls,
     chartqa,
     codevision,
+    codevision_answer,
     exact_match,
     final_answer,
     hrbench,
@@ -420,12 +421,19 @@ def test_exact_match() -> None:
 @pytest.mark.parametrize(
     ("response", "truth", "method"),
     [
-        ("<answer>12</answer>", "12.0", "float"),
+        ("<answer>12</answer>", "12.0", "numbers-equal"),
+        ("<answer>park</answer>", "park", "text-equal"),
         ("<answer>(B) the red sign</answer>", "B", "letter"),
-        ("<answer>the total is 1,234 dollars</answer>", "1234", "last-number"),
-        ("<answer>about 0.33333</answer>", "1/3", "last-number"),
-        ("<answer>3/4 of it</answer>", "0.75", "last-number"),
-        ("<answer>first 5, then 7</answer>", "7", "last-number"),
+        ("<answer>b</answer>", "B", "letter"),
+        ("<answer>The answer is 7</answer>", "7", "extracted"),
+        ("<answer>first 5, then 7</answer>", "7", "extracted"),
+        ("<answer>about 0.33333</answer>", "1/3", "within-tolerance"),
+        ("<answer>0.5</answer>", "1/2", "within-tolerance"),
+        ("I looked closely.\nThe count is 4", "4", "extracted"),  # no tags: the last line
+        ("<answer>left <answer>9", "9", "numbers-equal"),  # an unclosed answer: what follows the last tag
+        ("<answer>3</answer><tool_response><answer>8</answer></tool_response>", "3", "numbers-equal"),
+        # Kept from the released rule: letters are read upper-cased, so the article "a" is option A.
+        ("<answer>a red sign</answer>", "A", "letter"),
     ],
 )
 def test_codevision_rule_match(response: str, truth: str, method: str) -> None:
@@ -439,14 +447,30 @@ def test_codevision_rule_match(response: str, truth: str, method: str) -> None:
         ("<answer>0.333</answer>", "1/3"),  # 3.3e-4 away: beyond the 1e-4 tolerance
         ("<answer>7, then 5</answer>", "7"),  # only the last number counts
         ("<answer>C</answer>", "B"),
+        ("<answer>B, not a</answer>", "B"),  # the last stand-alone letter is the article, read as A
         ("<answer>STOP</answer>", "stop"),  # text goes to the judge
-        ("<tool_response>12</tool_response>no idea", "12"),
-        ("", "12"),
+        ("<answer>the total is 1,234 dollars</answer>", "1234"),  # read as 234, as released
+        ("<answer>3/4 of it</answer>", "0.75"),  # the last number is 4
+        ("<answer></answer>", "12"),  # an empty answer is still an answer: the judge decides
     ],
 )
 def test_codevision_rule_failures_go_to_the_judge(response: str, truth: str) -> None:
     result = codevision(response, truth)
     assert not result.correct and result.needs_judge
+
+
+@pytest.mark.parametrize("response", ["", "   \n  ", "<tool_response>12</tool_response>", "line\n" * 500])
+def test_codevision_replies_without_an_answer_score_zero_without_a_judge(response: str) -> None:
+    result = codevision(response, "12")
+    assert not result.correct and not result.needs_judge and result.details["method"] == "no-answer"
+
+
+def test_codevision_rule_reads_the_answer_span_as_released() -> None:
+    assert codevision_answer("<think>x</think>\n<answer> 42 </answer>") == "42"
+    assert codevision_answer("<answer>1</answer> then <answer>2</answer>") == "2"
+    assert codevision_answer("a\nb\n  c  ") == "c"
+    assert codevision_answer("x\n" * 498 + "last") == "last"  # 499 lines
+    assert codevision_answer("x\n" * 499 + "last") is None  # 500 lines: too long to guess from
 
 
 # ---------------------------------------------------------------------- dispatcher and robustness

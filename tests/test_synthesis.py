@@ -112,7 +112,7 @@ def test_traces_that_miss_the_required_op_are_rejected(sandbox: Sandbox, tmp_pat
     (item,) = build_items(bad, [], include_original=True)
     report = run(sandbox, [item], ["single"], tmp_path)
     (reason,) = report["single"]["rejections"]
-    assert reason.startswith("the op trace lacks the required flip_v")
+    assert reason.startswith("no verified shown image has the required flip_v")
 
 
 def test_unknown_kinds_are_refused(sandbox: Sandbox, tmp_path: Path) -> None:

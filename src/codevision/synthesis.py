@@ -22,7 +22,8 @@ from PIL import Image
 from codevision.agent import Limits, arun_agent
 from codevision.eval.runner import EvalItem, Scorer
 from codevision.eval.store import ResultStore, item_folder
-from codevision.geometry import coverage, crop_regions
+from codevision.geometry import coverage
+from codevision.lineage.views import shown_images, shown_ops
 from codevision.opnames import canonical
 from codevision.policies.base import Generation, Policy
 from codevision.protocols.base import Protocol
@@ -89,20 +90,21 @@ def rejection(task: Task, trajectory: Trajectory, kind: str, correct: bool) -> s
         return f"wrong answer {trajectory.final_answer!r} (expected one of {task.answers})"
     outcomes = [outcome for turn in trajectory.turns for outcome in turn.outcomes]
     ops = [op for outcome in outcomes for op in outcome.ops]
-    used = {canonical(op) for op in ops}
     if kind == "direct":
         return "used tools in a direct example" if outcomes else None
     if not outcomes:
         return "no tool call"
-    missing = [op for op in task.expected_ops if op not in used]
+    seen = shown_ops(trajectory, ops)
+    missing = [op for op in task.expected_ops if op not in seen]
     if missing:
-        return f"the op trace lacks the required {', '.join(missing)} (traced: {', '.join(sorted(used)) or 'none'})"
+        traced = ", ".join(sorted({canonical(op) for op in ops})) or "none"
+        return f"no verified shown image has the required {', '.join(missing)} (traced: {traced})"
     if kind == "single" and len(outcomes) != 1:
         return f"{len(outcomes)} tool calls in a single-call example"
     if kind == "multi" and len(outcomes) < 2:
         return "one tool call in a multi-call example"
     if kind == "crop" and task.bboxes:
-        crops = [box for _, origin, box in crop_regions(ops) if box is not None and origin == 0]
+        crops = [item.lineage.box for item in shown_images(trajectory) if item.of_input(0) and item.is_crop]
         if not any(coverage(box, target) >= CROP_COVERAGE for box in crops for target in task.bboxes):
             return "no crop shows the target region"
         if len(crops) < 2:

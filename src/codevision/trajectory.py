@@ -4,6 +4,11 @@ A trajectory is stored as ``trajectory.json`` with its images as PNG files in ``
 it; loading gives back an equal object with pixel-identical images. The conversation is kept
 append-only and in a neutral form (text and image references), so evaluation, data generation
 and training all read the same messages; a backend that reports token ids stores them per turn.
+Every image carries its :class:`Lineage`: which part of which input it shows, and whether the host
+verified that against the pixels (rewards credit verified images only).
+
+The file records :data:`SCHEMA_VERSION`. Version 1 (no lineage) is migrated on load: its tool
+images get the ``unrecorded`` lineage, which earns no process credit. A newer version is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from codevision.sandbox.results import ImageOp
+
+#: Version of the trajectory file format; 2 added image lineage and trace problems.
+SCHEMA_VERSION = 2
 
 Role = Literal["system", "user", "assistant", "tool"]
 StopReason = Literal["answered", "max_turns", "max_tokens", "no_action", "model_error", "sandbox_error"]
@@ -57,6 +65,50 @@ class Message(BaseModel):
         return [part.index for part in self.content if isinstance(part, ImagePart)]
 
 
+LineageStatus = Literal[
+    "input", "verified", "host", "mismatch", "untraced", "unmappable", "incomplete", "unverified_base", "unrecorded"
+]
+#: Statuses whose lineage is known to be true: inputs, host-made crops, and traces the replay confirmed.
+VERIFIED = frozenset({"input", "verified", "host"})
+
+
+class Lineage(BaseModel):
+    """What part of which input an image shows, as its op trace claims it, and whether that was verified.
+
+    ``matrix`` (a, b, c, d, e, f) takes a pixel (x, y) of this image to (a·x + b·y + c, d·x + e·y + f)
+    in input ``input``; ``box`` is the part of that input the image shows (the bounding box of its
+    corners there, clipped to the input); ``angle`` and ``mirrored`` are its orientation relative
+    to the input (mirrored left to right first, then turned ``angle`` degrees counter-clockwise).
+    ``chain`` lists the trace positions (in :func:`codevision.rewards.base.trace` order) of the ops
+    the image descends through, latest first. The status says whether to believe it:
+
+    * ``input``: an input image; ``host``: made by the host itself (the crop tool);
+    * ``verified``: the host replayed the traced geometry from the pixels the chain starts at, and
+      the image agrees with it (``agreement``);
+    * ``mismatch``: the replay disagrees with the pixels; ``untraced``: no trace leads to it (a
+      figure, an image drawn from scratch); ``unmappable``: an op in its chain has no replayable
+      geometry; ``incomplete``: its run's trace was cut short or reported problems;
+      ``unverified_base``: it descends from an image that is not verified; ``unrecorded``: the
+      trajectory predates lineage. ``reason`` says which.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: LineageStatus
+    input: int | None = None
+    matrix: tuple[float, float, float, float, float, float] | None = None
+    box: tuple[float, float, float, float] | None = None
+    angle: float | None = None
+    mirrored: bool | None = None
+    chain: list[int] = Field(default_factory=list)
+    agreement: float | None = None
+    reason: str | None = None
+
+    @property
+    def verified(self) -> bool:
+        return self.status in VERIFIED
+
+
 class ImageRecord(BaseModel):
     """One image of the trajectory: an input, or an image a tool returned at ``turn``."""
 
@@ -66,6 +118,7 @@ class ImageRecord(BaseModel):
     size: tuple[int, int]
     model_size: tuple[int, int] | None = None
     file: str | None = None
+    lineage: Lineage | None = None
 
 
 class Action(BaseModel):
@@ -88,6 +141,7 @@ class ToolOutcome(BaseModel):
     error: str | None = None
     image_indices: list[int] = Field(default_factory=list)
     ops: list[ImageOp] = Field(default_factory=list)
+    trace_problems: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -121,6 +175,7 @@ class Turn(BaseModel):
 class Trajectory(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    schema_version: int = SCHEMA_VERSION
     task_id: str
     protocol: str
     model: str = ""
@@ -143,8 +198,10 @@ class Trajectory(BaseModel):
 
     # ------------------------------------------------------------------ images
     def add_image(self, image: Image.Image, origin: Literal["input", "tool"], turn: int | None = None) -> int:
+        """Append an image; an input gets its own (trivial) lineage, a tool image gets one when it is verified."""
         index = len(self.images)
-        self.images.append(ImageRecord(index=index, origin=origin, turn=turn, size=image.size))
+        lineage = input_lineage(index, image.size) if origin == "input" else None
+        self.images.append(ImageRecord(index=index, origin=origin, turn=turn, size=image.size, lineage=lineage))
         self._pixels.append(image)
         return index
 
@@ -200,10 +257,54 @@ class Trajectory(BaseModel):
         if path.is_dir():
             path = path / TRAJECTORY_FILE
         try:
-            trajectory = cls.model_validate_json(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"no trajectory at {path}") from exc
         except (ValueError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path} is not a valid trajectory: {exc}") from exc
+        try:
+            trajectory = cls.model_validate(migrate(data))
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a valid trajectory: {exc}") from exc
         trajectory._directory = path.parent
         return trajectory
+
+
+UNRECORDED = "the trajectory was recorded before image lineage existed (schema 1), so nothing was verified"
+
+
+def migrate(data: Any) -> Any:
+    """Bring a stored trajectory (parsed JSON) to :data:`SCHEMA_VERSION`; a newer one raises ``ValueError``.
+
+    Schema 1 had no lineage: inputs become ``input`` lineages, every tool image ``unrecorded``.
+    """
+    if not isinstance(data, dict):
+        return data
+    version = data.get("schema_version", 1)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(
+            f"it has schema version {version!r}, newer than the {SCHEMA_VERSION} this codevision reads; "
+            "upgrade codevision"
+        )
+    if version == 1:
+        data = {**data, "schema_version": SCHEMA_VERSION}
+        images = []
+        for stored in data.get("images") or []:
+            record = stored
+            if isinstance(stored, dict) and "lineage" not in stored:
+                lineage = Lineage(status="unrecorded", reason=UNRECORDED)
+                if stored.get("origin") == "input":
+                    lineage = input_lineage(stored.get("index", 0), stored.get("size") or (0, 0))
+                record = {**stored, "lineage": lineage.model_dump()}
+            images.append(record)
+        data["images"] = images
+    return data
+
+
+def input_lineage(index: int, size: tuple[int, int] | list[int]) -> Lineage:
+    """The lineage of input ``index``: itself, whole and upright."""
+    width, height = size
+    return Lineage(
+        status="input", input=index, matrix=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0), box=(0.0, 0.0, width, height),
+        angle=0.0, mirrored=False,
+    )  # fmt: skip

@@ -17,6 +17,7 @@ from PIL import Image
 
 from codevision.agent.images import ModelImages, smart_resize
 from codevision.agent.limits import Limits
+from codevision.lineage import LineageTracker
 from codevision.policies.base import Policy, PolicyError
 from codevision.protocols.base import ParsedTurn, Protocol
 from codevision.sandbox import RemoteSandbox, RunResult, Sandbox, SandboxError, SessionAPI
@@ -58,6 +59,7 @@ class _Episode:
             self.trajectory.image, limits.image_factor, limits.image_min_pixels, limits.image_max_pixels
         )
         self.session: SessionAPI | None = None
+        self.lineage = LineageTracker(self.trajectory)
         # The conversation as sent to the policy: it only ever grows at its end.
         self.messages: list[Message] = []
         self.images_shown = 0
@@ -93,10 +95,12 @@ class _Episode:
         return result
 
     # ------------------------------------------------------------------ tools
-    async def _open_session(self, images: list[Image.Image]) -> None:
+    async def _open_session(self, indices: list[int]) -> None:
+        """Open a session holding these trajectory images as its inputs, in order."""
         assert self.sandbox is not None
-        self.session = self.sandbox.session(images=images)
+        self.session = self.sandbox.session(images=[self.trajectory.image(i) for i in indices])
         await self.session.__aenter__()
+        self.lineage.start_session(indices)
 
     async def _close_session(self) -> None:
         if self.session is not None:
@@ -109,11 +113,12 @@ class _Episode:
         started = time.monotonic()
         result: RunResult = await self.session.arun(action.code or "", image_index=action.image_index)
         images = [self.add_image(img, "tool", turn) for img in result.images]
+        self.lineage.record_run(result, images)
         error = result.error
         if not result.session_alive:
             # The model's code killed its session; continue in a fresh one that still knows every image.
             await self._close_session()
-            await self._open_session([self.trajectory.image(i) for i in range(len(self.trajectory.images))])
+            await self._open_session(list(range(len(self.trajectory.images))))
             error = f"{error}\n({SESSION_LOST}; `images` now holds every image of the trajectory in index order)"
         return ToolOutcome(
             action=index,
@@ -123,6 +128,7 @@ class _Episode:
             error=error,
             image_indices=images,
             ops=result.ops,
+            trace_problems=result.trace_problems,
             warnings=result.warnings,
             seconds=time.monotonic() - started,
         )
@@ -142,8 +148,11 @@ class _Episode:
         if record.model_size and len(bbox) == 4 and not all(0 <= v <= 1 for v in bbox):
             scale_x, scale_y = record.size[0] / record.model_size[0], record.size[1] / record.model_size[1]
             bbox = [bbox[0] * scale_x, bbox[1] * scale_y, bbox[2] * scale_x, bbox[3] * scale_y]
-        cropped, error = crop_image(self.trajectory.image(source), bbox)
-        images = [] if cropped is None else [self.add_image(cropped, "tool", turn)]
+        cropped, box, error = crop_image(self.trajectory.image(source), bbox)
+        images = []
+        if cropped is not None and box is not None:
+            images.append(self.add_image(cropped, "tool", turn))
+            self.lineage.record_crop(source, box, images[0])
         status = "ok" if cropped is not None else "error"
         return ToolOutcome(
             action=index, status=status, error=error, image_indices=images, seconds=time.monotonic() - started
@@ -172,7 +181,7 @@ class _Episode:
             if self.protocol.uses_sandbox:
                 if self.sandbox is None:
                     raise ValueError(f"protocol {self.protocol.name!r} runs code and needs a sandbox")
-                await self._open_session(inputs)
+                await self._open_session(indices)
             await self._turns()
         except SandboxError as exc:
             trajectory.stop_reason, trajectory.error = "sandbox_error", f"{type(exc).__name__}: {exc}"

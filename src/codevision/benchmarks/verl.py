@@ -6,9 +6,11 @@ Columns: ``data_source``, ``prompt`` (chat messages, the user turn being ``<imag
 region ``bbox`` (``[x0, y0, x1, y1]``) becomes the task's box, and ``transform`` what was done to
 the image: ``rotate_D`` (rotated by D degrees counter-clockwise) and ``flip_horizontal`` /
 ``flip_vertical`` become :class:`TransformRecord` entries with the op that undoes them, and
-``expected_ops`` lists the ops a good solution uses — the undoing ops, ``crop`` when listed, and
-any other name as it is (CodeVision's process reward reads the field the same way). The raw
-field is kept in ``metadata["transform"]``.
+``expected_ops`` lists the ops a good solution uses — the ops that undo the listed transforms
+(applied in the order listed, so undone last first, by :func:`codevision.transforms.ops.expected_ops`
+like every other source), ``crop`` when listed, and any other name as it is. The raw field is kept
+in ``metadata["transform"]``. Rows are scored by CodeVision's answer rule and judge
+(``metadata["scoring"]``), with ``data_source`` kept as metadata.
 
 Images are written once to the content-addressed image cache and tasks refer to the files, not
 kept in memory: the RL set has tens of thousands of photos, and a task list of decoded images would
@@ -36,6 +38,7 @@ from codevision.benchmarks.base import (
 )
 from codevision.benchmarks.tables import parquet_files, parquet_rows, parquet_size
 from codevision.task import Task, TransformRecord
+from codevision.transforms.ops import expected_ops
 
 _ROTATE = re.compile(r"rotate_(-?\d+)")
 _FLIPS = {"flip_horizontal": "flip_h", "flip_h": "flip_h", "flip_vertical": "flip_v", "flip_v": "flip_v"}
@@ -62,25 +65,25 @@ def transform_fields(item: Row, field: str, value: Any) -> tuple[list[TransformR
     else:
         raise item.error(field, f"expected a list of transform names, got {describe(value)}")
     records: list[TransformRecord] = []
-    expected: list[str] = []
+    others: list[str] = []
     for name, params in entries:
         if not isinstance(name, str) or not name:
             raise item.error(field, f"expected transform names (strings), got {describe(value)}")
         rotation = _ROTATE.fullmatch(name)
         if name == "crop":
-            undo = ["crop"]
+            others.append(name)
         elif rotation:
             inverse = (360 - int(rotation.group(1))) % 360
-            undo = [f"rotate_{inverse}"] if inverse else []
-            records.append(TransformRecord(name=name, params=params, inverse=undo))
+            records.append(TransformRecord(name=name, params=params, inverse=[f"rotate_{inverse}"] if inverse else []))
         elif name in _FLIPS:
-            undo = [_FLIPS[name]]  # a flip undoes itself; named as the op trace names it
-            records.append(TransformRecord(name=name, params=params, inverse=undo))
+            # A flip undoes itself; named as the op trace names it.
+            records.append(TransformRecord(name=name, params=params, inverse=[_FLIPS[name]]))
         else:
-            undo = [name]
+            others.append(name)
             records.append(TransformRecord(name=name, params=params))
-        expected += [op for op in undo if op not in expected]
-    return records, expected
+    # The transforms were applied in the order listed, so they are undone last first (one rule for every source).
+    expected = others + expected_ops(records)
+    return records, list(dict.fromkeys(expected))
 
 
 class VerlParquet(Benchmark):
@@ -126,7 +129,10 @@ class VerlParquet(Benchmark):
         transforms, expected = transform_fields(extra, "transform", raw_transform)
 
         metadata: dict[str, Any] = {k: v for k, v in extra.data.items() if k not in _CONSUMED and jsonable(v)}
-        metadata.update(data_source=data_source, transform=raw_transform if jsonable(raw_transform) else None)
+        # CodeVision's rows are scored by its answer rule and judge whatever dataset they came from.
+        metadata.update(
+            data_source=data_source, transform=raw_transform if jsonable(raw_transform) else None, scoring="codevision"
+        )
         for key in ("ability", "reward_model"):
             if jsonable(data.get(key)):
                 metadata[key] = data.get(key)

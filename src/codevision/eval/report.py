@@ -102,7 +102,7 @@ def _tool_use(done: list[Record]) -> dict[str, Any]:
         "expected_ops_items": len(with_expected),
         "expected_ops_covered": round(
             100.0
-            * sum(1 for r in with_expected if set(r["expected_ops"]) <= set(r.get("ops", [])))
+            * sum(1 for r in with_expected if set(r["expected_ops"]) <= set(r.get("shown_ops", [])))
             / len(with_expected),
             2,
         )
@@ -121,7 +121,8 @@ def _faithfulness(done: list[Record]) -> dict[str, Any] | None:
         "crops": crops,
         "overlapping": round(100.0 * sum(s["overlapping"] for s in stats) / crops, 2) if crops else None,
         "containing": round(100.0 * sum(s["containing"] for s in stats) / crops, 2) if crops else None,
-        "unmappable": sum(s["unmappable"] for s in stats),
+        # Results written before lineage counted crops that could not be mapped back instead.
+        "unverified": sum(s.get("unverified", s.get("unmappable", 0)) for s in stats),
     }
 
 

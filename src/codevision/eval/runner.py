@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from codevision.agent import Limits, arun_agent
 from codevision.eval.store import ResultStore, item_folder, item_key
-from codevision.geometry import coverage, crop_regions, iou
+from codevision.geometry import coverage, iou
+from codevision.lineage.views import shown_images, shown_ops
 from codevision.opnames import canonical
 from codevision.policies.base import Policy
 from codevision.protocols.base import Protocol
@@ -50,28 +51,26 @@ class EvalItem:
 
 
 def faithfulness(task: Task, trajectory: Trajectory) -> dict[str, int] | None:
-    """How many crops looked at the target region: computed from geometry, not judged."""
+    """How many of the crops the model was shown looked at the target: from verified lineage, not judged."""
     if not task.bboxes:
         return None
-    crops = overlapping = containing = unmappable = 0
-    for turn in trajectory.turns:
-        ops = [op for outcome in turn.outcomes for op in outcome.ops]
-        for _op, origin, box in crop_regions(ops):
-            crops += 1
-            if box is None or origin != 0:
-                unmappable += 1
-                continue
-            if any(iou(box, target) > 0 for target in task.bboxes):
-                overlapping += 1
-            if any(coverage(box, target) >= CONTAINS_SHARE for target in task.bboxes):
-                containing += 1
-    return {"crops": crops, "overlapping": overlapping, "containing": containing, "unmappable": unmappable}
+    shown = shown_images(trajectory)
+    boxes = [item.lineage.box for item in shown if item.of_input(0) and item.is_crop and item.lineage]
+    return {
+        "crops": len(boxes),
+        "overlapping": sum(1 for box in boxes if box and any(iou(box, target) > 0 for target in task.bboxes)),
+        "containing": sum(
+            1 for box in boxes if box and any(coverage(box, target) >= CONTAINS_SHARE for target in task.bboxes)
+        ),
+        "unverified": sum(1 for item in shown if not item.verified),
+    }
 
 
 def summarize(item: EvalItem, trajectory: Trajectory, folder: str) -> dict[str, Any]:
     """The result line of one item: everything the report needs without reopening trajectories."""
     score = trajectory.score or {}
     outcomes = [outcome for turn in trajectory.turns for outcome in turn.outcomes]
+    ops = [op for outcome in outcomes for op in outcome.ops]
     errors = [i for i, outcome in enumerate(outcomes) if outcome.status != "ok"]
     recovered = sum(1 for i in errors if any(o.status == "ok" for o in outcomes[i + 1 :]))
     failed = trajectory.stop_reason in FAILED_STOPS
@@ -93,7 +92,8 @@ def summarize(item: EvalItem, trajectory: Trajectory, folder: str) -> dict[str, 
         "tool_calls": len(outcomes),
         "tool_errors": len(errors),
         "errors_recovered": recovered,
-        "ops": sorted({canonical(op) for outcome in outcomes for op in outcome.ops}),
+        "ops": sorted({canonical(op) for op in ops}),
+        "shown_ops": sorted(shown_ops(trajectory, ops)),
         "expected_ops": list(item.task.expected_ops),
         "faithfulness": faithfulness(item.task, trajectory),
         "prompt_tokens": trajectory.usage.prompt_tokens,

@@ -71,12 +71,14 @@ def resolve_bbox(bbox: object, width: int, height: int) -> tuple[int, int, int, 
     return math.floor(left), math.floor(top), math.ceil(right), math.ceil(bottom)
 
 
-def crop_image(image: Image.Image, bbox: Sequence[float]) -> tuple[Image.Image | None, str | None]:
-    """The region of ``image`` inside ``bbox`` (see :func:`resolve_bbox`), or None and an error for the model."""
+def crop_image(
+    image: Image.Image, bbox: Sequence[float]
+) -> tuple[Image.Image | None, tuple[int, int, int, int] | None, str | None]:
+    """The region of ``image`` inside ``bbox`` (see :func:`resolve_bbox`) and its box, or an error for the model."""
     box = resolve_bbox(bbox, *image.size)
     if isinstance(box, str):
-        return None, box
-    return image.crop(box), None
+        return None, None, box
+    return image.crop(box), box, None
 
 
 class CropProtocol(HermesProtocol):

@@ -1,23 +1,27 @@
-"""CodeVision's dense process reward, computed from the runtime op trace.
+"""CodeVision's dense process reward, computed from the images the model was shown.
 
 ``R = r_acc + format_weight·format + α·r_mandatory + β·r_necessity + r_exact + r_emerge − γ·(c_usage + r_spurious)``
 
-The released implementation detects ops in the code text, which credits a ``rotate(90)`` that sits
-in a comment or a branch that never runs and misses a computed angle. Here every term reads the
-sandbox's trace of what executed, and orientation is followed along each image's chain of ops, so
-what counts is the orientation an image actually reached:
+The released implementation detects ops in the code text, which credits a ``rotate(90)`` in a
+comment or a branch that never ran. Crediting ops that ran is not enough either: a policy can run
+every rotation, or thousands of crops, and show none of them. Here every process term reads the
+lineage of the images returned to the model (:mod:`codevision.lineage`), and only images whose
+lineage the host verified against their pixels earn anything:
 
-* ``r_mandatory``: each expected orientation op is credited when some traced image reached the
-  expected net orientation (the product of all expected orientation ops; rotating by ``-270`` or
-  twice by 90 where 180 is expected both count), or, failing that, the orientation of that single
-  op; each other expected op when its name was traced; an expected crop with the best IoU between a
-  crop box mapped back to the input image (:func:`codevision.geometry.crop_regions`, so a crop of a
-  rotated image is compared in the original's pixels) and a target box. The sum is divided by the
-  number of expected ops and capped at 1.
-* ``r_spurious``: distinct rotations and flips that did not lead to the expected orientation (none
-  do when none is expected). Rotating there and back again is therefore penalised for the return
-  trip, and a net identity never counts as the expected rotation.
-* ``r_exact``, ``r_emerge``, ``c_usage``, the accuracy gate: as released (see :class:`CodeVisionConfig`).
+* ``r_mandatory``: expected orientation ops are credited when a shown image has the expected net
+  orientation (the product of all expected orientation ops, so ``-270`` or two quarter turns where
+  a half turn is expected count), or, failing that, a single op when a shown image has its
+  orientation; another expected op when it is in a shown image's chain; an expected crop with the
+  IoU between the target box and the last crop shown (without a target box: 1 when that crop
+  keeps at most ``zoom_share`` of the image). Divided by the number of expected ops, capped at 1.
+* ``r_spurious``: every rotation, flip or transpose that ran and is not in the chain of a shown
+  image that got orientation credit, counted per op (up to ``spurious_cap``).
+* ``r_exact``: the orientations of the shown images (and a shown crop) are exactly the expected
+  core ops, which must not be empty. ``r_emerge``: a correct answer and an effective op outside
+  the core set in a shown image's chain. ``c_usage``: calls beyond ``max(free_calls, |expected|)``
+  and shown images beyond ``free_images``. The accuracy gate is as released.
+
+``docs/rewards.md`` lists every deviation from the released code and why.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from codevision.geometry import crop_regions, iou
+from codevision.geometry import iou
+from codevision.lineage.views import Shown, shown_images, shown_ops, unverified
 from codevision.opnames import ANGLE_TOLERANCE, CORE_OPS, canonical
 from codevision.rewards.base import RewardResult, calls, trace
 from codevision.rewards.format import FormatConfig, format_reward
@@ -37,19 +42,24 @@ from codevision.task import Task
 from codevision.trajectory import Trajectory
 from codevision.transforms.ops import Orientation, op_orientation
 
-#: Ops that change geometry in ways the orientation group cannot express: chains through them are not followed.
-_UNFOLLOWED = frozenset({"transpose", "affine", "perspective"})
+#: Ops that turn or mirror an image: each one that does not lead to a credited shown image is spurious.
+_TURNING = frozenset({"rotate", "flip", "transpose"})
 
 
 class CodeVisionConfig(BaseModel):
-    """Coefficients of the dense reward; the defaults are CodeVision's released ones.
+    """Coefficients of the dense reward; the defaults are CodeVision's released ones, plus the terms that
+    make it pay for shown images only (``free_images``, ``spurious_cap``, ``zoom_share``, ``noop_tolerance``).
 
     ``alpha`` weighs ``r_mandatory``, ``beta`` the necessity term (1 when tools were used exactly when
-    some op was expected; off by default as released), ``gamma`` each extra call and each spurious
-    orientation op. ``exact_bonus`` is paid when the traced core ops equal the expected ones,
-    ``emergent_bonus`` when the answer is correct and an op outside the core set and
-    ``emergent_ignore`` ran. Calls beyond ``max(free_calls, |expected|)`` are extra. When a crop
-    is expected and ``r_mandatory < gate_threshold``, accuracy is multiplied by ``r_mandatory``.
+    some op was expected; off by default as released), ``gamma`` each extra call, each shown image
+    beyond ``free_images`` and each spurious orientation op (at most ``spurious_cap`` of them).
+    ``exact_bonus`` is paid when the shown images' core ops equal the expected ones,
+    ``emergent_bonus`` when the answer is correct and an effective op outside the core set and
+    ``emergent_ignore`` led to a shown image; an enhancement whose factor is within
+    ``noop_tolerance`` of 1 is not effective. Calls beyond ``max(free_calls, |expected|)`` are
+    extra. Without a target box, an expected crop is credited when the last shown crop keeps at
+    most ``zoom_share`` of the image. When a crop is expected and ``r_mandatory < gate_threshold``,
+    accuracy is multiplied by ``r_mandatory``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +72,10 @@ class CodeVisionConfig(BaseModel):
     exact_bonus: float = 0.1
     gate_threshold: float = 0.1
     free_calls: int = Field(2, ge=0)
+    free_images: int = Field(4, ge=0)
+    spurious_cap: int = Field(5, ge=0)
+    zoom_share: float = Field(0.5, gt=0.0, le=1.0)
+    noop_tolerance: float = Field(0.05, ge=0.0)
     # Conversions and plain resizes happen incidentally while moving between PIL and NumPy; they are
     # not the image-processing judgement the emergent bonus rewards.
     emergent_ignore: frozenset[str] = frozenset(
@@ -69,17 +83,6 @@ class CodeVisionConfig(BaseModel):
     )
     outcome: OutcomeConfig = Field(default_factory=OutcomeConfig)
     format: FormatConfig = Field(default_factory=FormatConfig)
-
-
-def _step(op: ImageOp, name: str) -> Orientation | None:
-    """The orientation change one op makes (identity for non-geometric ops), None when it cannot be followed."""
-    if op.name == "rotate" and name not in CORE_OPS:
-        with contextlib.suppress(TypeError, ValueError):
-            return Orientation(float(op.args.get("angle_ccw", op.args.get("angle", 0.0))))
-        return None
-    if name in CORE_OPS and name != "crop":
-        return op_orientation(name)
-    return None if op.name in _UNFOLLOWED or name == "flip" else Orientation()
 
 
 def _close(a: Orientation, b: Orientation) -> bool:
@@ -98,58 +101,104 @@ def _expected_orientation(expected: list[str]) -> tuple[list[str], Orientation]:
 
 @dataclass(frozen=True)
 class OrientationAnalysis:
-    """Which expected orientation ops were reached and which traced rotations/flips led nowhere useful."""
+    """Which expected orientation ops a shown image reached, and which turning ops led to none."""
 
     credited: list[str]
-    spurious: list[str]
+    spurious: list[int]
     reached: bool
 
 
-def analyse_orientation(ops: list[ImageOp], expected: list[str]) -> OrientationAnalysis:
-    """Follow every image's chain of ops from its input, composing the rotations and flips along it."""
+def _turns(op: ImageOp) -> bool:
+    """Whether ``op`` changes orientation (a rotation by 0 or a flip along no axis does not)."""
+    return op.name in _TURNING and canonical(op) not in ("rotate_0", "flip")
+
+
+def analyse_orientation(ops: list[ImageOp], shown: list[Shown], expected: list[str]) -> OrientationAnalysis:
+    """Compare the orientations of the verified shown views of input 0 with the expected ones.
+
+    ``spurious`` holds the trace positions of turning ops outside the chains of credited views.
+    """
     oriented, target = _expected_orientation(expected)
-    names = [canonical(op) for op in ops]
-    net: dict[int, Orientation | None] = {}
-    producer: dict[int, int] = {}
-    nets: list[Orientation | None] = []
-    steps = [_step(op, name) for op, name in zip(ops, names, strict=True)]
-    for position, (op, step) in enumerate(zip(ops, steps, strict=True)):
-        operand = op.operand
-        before: Orientation | None = None
-        if operand is not None and operand.id is not None:
-            before = Orientation() if operand.id == operand.origin else net.get(operand.id)
-        after = before.then(step) if before is not None and step is not None else None
-        nets.append(after)
-        if op.result is not None and op.result.id is not None:
-            net[op.result.id] = after
-            producer[op.result.id] = position
-    good = [i for i, value in enumerate(nets) if value is not None and oriented and _close(value, target)]
-    justified: set[int] = set()
-    for position in good:
-        current: int | None = position
-        while current is not None and current not in justified:
-            justified.add(current)
-            operand = ops[current].operand
-            current = producer.get(operand.id) if operand is not None and operand.id is not None else None
-    if good:
+    views = [(item, item.orientation) for item in shown if item.of_input(0)]
+    reaching = [item for item, value in views if oriented and value is not None and _close(value, target)]
+    if reaching:
         credited = list(oriented)
+        justifying = reaching
     else:
-        credited = [name for name in oriented if any(v is not None and _close(v, op_orientation(name)) for v in nets)]
-    turning = [
-        ops[i].name in ("rotate", "flip") and (step is None or not step.is_identity) for i, step in enumerate(steps)
-    ]
-    spurious = sorted({name for i, name in enumerate(names) if turning[i] and i not in justified})
-    return OrientationAnalysis(credited=credited, spurious=spurious, reached=bool(good))
+        credited, justifying = [], []
+        for name in oriented:
+            hits = [item for item, value in views if value is not None and _close(value, op_orientation(name))]
+            if hits:
+                credited.append(name)
+                justifying += hits
+    justified = {position for item in justifying for position in item.lineage.chain}  # type: ignore[union-attr]
+    spurious = [i for i, op in enumerate(ops) if _turns(op) and i not in justified]
+    return OrientationAnalysis(credited=credited, spurious=spurious, reached=bool(reaching))
 
 
-def best_crop_iou(task: Task, ops: list[ImageOp]) -> tuple[float, int]:
-    """Best IoU of a traced crop (in the first input's pixels) with a target box, and the number of crops."""
-    regions = crop_regions(ops)
-    best = 0.0
-    for _op, origin, box in regions:
-        if box is not None and origin == 0:
-            best = max([best, *(iou(box, target) for target in task.bboxes)])
-    return best, len(regions)
+def effective(op: ImageOp, tolerance: float) -> bool:
+    """Whether an op changes the image: an enhancement by a factor of (about) 1 does not."""
+    args = op.args
+    try:
+        if op.name == "enhance" and "factor" in args:
+            return abs(float(args["factor"]) - 1.0) > tolerance
+        if op.name == "enhance" and args.get("kind") == "linear":
+            return abs(float(args.get("alpha", 1.0)) - 1.0) > tolerance or abs(float(args.get("beta", 0.0))) > 0.5
+        if op.name == "posterize":
+            return int(args.get("bits", 0)) < 8
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def last_crop(shown: list[Shown]) -> Shown | None:
+    """The last verified crop of input 0 the model was shown before answering: what its answer rests on."""
+    crops = [item for item in shown if item.of_input(0) and item.is_crop]
+    return crops[-1] if crops else None
+
+
+def crop_credit(task: Task, shown: list[Shown], zoom_share: float) -> float:
+    """The crop part of ``r_mandatory``: the last shown crop's IoU with a target box, or (without boxes)
+    1 when it is a real zoom."""
+    crop = last_crop(shown)
+    if crop is None or crop.lineage is None or crop.lineage.box is None:
+        return 0.0
+    if task.bboxes:
+        return max(iou(crop.lineage.box, target) for target in task.bboxes)
+    share = crop.share
+    return float(share is not None and share <= zoom_share)
+
+
+def _exact(expected: list[str], shown: list[Shown]) -> bool:
+    wanted = set(expected) & CORE_OPS
+    if not wanted:
+        return False
+    used: set[str] = set()
+    for item in shown:
+        value = item.orientation
+        if item.of_input(0) and value is not None:
+            used |= set(value.ops()) & CORE_OPS
+            if item.is_crop:
+                used.add("crop")
+    return used == wanted
+
+
+def emergent_ops(ops: list[ImageOp], shown: list[Shown], config: CodeVisionConfig) -> list[str]:
+    """Effective ops outside the core set (and ``emergent_ignore``) in the chain of a verified shown image."""
+    found = set()
+    for item in shown:
+        if not item.verified or item.lineage is None:
+            continue
+        for position in item.lineage.chain:
+            if 0 <= position < len(ops):
+                name = canonical(ops[position])
+                if (
+                    name not in CORE_OPS
+                    and name not in config.emergent_ignore
+                    and effective(ops[position], config.noop_tolerance)
+                ):
+                    found.add(name)
+    return sorted(found)
 
 
 def codevision_reward(
@@ -163,16 +212,18 @@ def codevision_reward(
     config = config or CodeVisionConfig()
     outcome = outcome or outcome_reward(task, trajectory, config.outcome)
     ops = trace(trajectory)
-    names = {canonical(op) for op in ops}
+    shown = shown_images(trajectory)
     expected = list(dict.fromkeys(task.expected_ops))
-    orientation = analyse_orientation(ops, expected)
-    crop_iou, n_crops = best_crop_iou(task, ops)
+    orientation = analyse_orientation(ops, shown, expected)
+    seen = shown_ops(trajectory, ops)
+    # Orientation ops are credited by the orientation a shown image reached, never by name.
+    oriented, _ = _expected_orientation(expected)
     credited = set(orientation.credited) | {
-        name for name in expected if name != "crop" and name not in orientation.credited and name in names
+        name for name in expected if name != "crop" and name not in oriented and name in seen
     }
     credit = float(len(credited))
-    if "crop" in expected:
-        credit += crop_iou if task.bboxes else float(n_crops > 0)
+    crop = crop_credit(task, shown, config.zoom_share) if "crop" in expected else 0.0
+    credit += crop
     mandatory = min(1.0, credit / len(expected)) if expected else 0.0
     n_calls = len(calls(trajectory))
     accuracy = outcome.total
@@ -181,12 +232,12 @@ def codevision_reward(
         accuracy *= mandatory
     fmt = format_reward(trajectory, config.format).total
     necessity = float((n_calls > 0) == bool(expected))
-    used_core = names & CORE_OPS
-    exact = config.exact_bonus if used_core == set(expected) & CORE_OPS else 0.0
-    emergent_ops = sorted(names - CORE_OPS - config.emergent_ignore)
-    emerge = config.emergent_bonus if outcome.details.get("correct") and emergent_ops else 0.0
+    exact = config.exact_bonus if _exact(expected, shown) else 0.0
+    emergent = emergent_ops(ops, shown, config)
+    emerge = config.emergent_bonus if outcome.details.get("correct") and emergent else 0.0
     extra_calls = max(0, n_calls - max(config.free_calls, len(expected)))
-    spurious = len(orientation.spurious)
+    extra_images = max(0, len(shown) - config.free_images)
+    spurious = min(len(orientation.spurious), config.spurious_cap)
     breakdown = {
         "accuracy": accuracy,
         "format": config.format_weight * fmt,
@@ -195,18 +246,25 @@ def codevision_reward(
         "exact": exact,
         "emergent": emerge,
         "extra_calls": -config.gamma * extra_calls,
+        "extra_images": -config.gamma * extra_images,
         "spurious": -config.gamma * spurious,
     }
+    problems = unverified(shown)
+    crop_view = last_crop(shown)
     details = {
         "expected": expected,
-        "used_ops": sorted(names),
+        "used_ops": sorted({canonical(op) for op in ops}),
+        "shown_ops": sorted(seen),
         "credited": sorted(credited),
-        "crop_iou": crop_iou,
-        "crops": n_crops,
+        "crop_credit": crop,
+        "last_crop": None if crop_view is None else crop_view.index,
         "orientation_reached": orientation.reached,
-        "spurious_ops": orientation.spurious,
-        "emergent_ops": emergent_ops,
+        "spurious_ops": [canonical(ops[i]) for i in orientation.spurious],
+        "emergent_ops": emergent,
         "calls": n_calls,
+        "shown": len(shown),
+        "unverified": problems,
+        "trace_mismatch": sum(1 for problem in problems if problem["status"] == "mismatch"),
         "accuracy_gated": gated,
         "r_mandatory": mandatory,
         "r_format": fmt,

@@ -1,16 +1,19 @@
-"""Tool faithfulness (CodeV's TAPO): did the images a trajectory produced show what the question is about?
+"""Tool faithfulness (CodeV's TAPO): did the images a trajectory showed its model look at what the question is about?
 
 Accuracy alone pays for a right answer reached from an irrelevant crop. The process score here is
-the mean, over tool calls that produced images, of how well the call's images contain the target:
+the mean, over tool calls that returned images, of how well the call's images look at the target:
 
-* from geometry when the task has target boxes: the share of a target inside the call's best crop,
-  its box mapped back to the input image through the traced ops (a call without a crop shows the
-  whole image and contains the target);
+* from geometry when the task has target boxes: for each shown image, the share of a target it
+  contains times how much of the image the target fills (:func:`codevision.lineage.views.focus`),
+  measured through the image's verified lineage in the input's pixels; the call scores the mean
+  over its images. The whole image contains the target but is not focused on it, and an image
+  whose lineage is not verified scores 0;
 * otherwise from a VLM judge shown only the question and the call's images, graded as CodeV does
   (1 / 0.75 / 0.25 / 0). The synchronous reward has no judge: such calls are left unscored.
 
-Penalties, each per occurrence: crop boxes outside their image or without area, crops that keep
-(almost) the whole image, and code that already failed run again unchanged.
+Penalties, each per occurrence: crop attempts outside their image or without area (a crop the
+library refused included), crops that keep (almost) the whole image, and code that already failed
+run again unchanged.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from codevision.geometry import Box, area, coverage, crop_regions
+from codevision.geometry import area
+from codevision.lineage.views import Shown, focus, shown_images, unverified
 from codevision.policies.base import PolicyError
 from codevision.policies.openai import OpenAIPolicy
 from codevision.protocols.crop import resolve_bbox
@@ -50,7 +54,8 @@ JUDGE_PROMPT = (
 
 
 class FaithfulnessConfig(BaseModel):
-    """Penalties per occurrence; a crop keeping at least ``noop_share`` of its image's area is a no-op."""
+    """Penalties per occurrence; a crop keeping at least ``noop_share`` of its image's area is a no-op.
+    A shown image is fully focused once the target fills ``focus_share`` of it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,6 +63,7 @@ class FaithfulnessConfig(BaseModel):
     noop_crop_penalty: float = 0.2
     repeated_failure_penalty: float = 0.2
     noop_share: float = 0.95
+    focus_share: float = Field(0.25, gt=0.0, le=1.0)
 
 
 def parse_grade(reply: str) -> float | None:
@@ -109,26 +115,29 @@ class FaithfulnessJudge:
 
 @dataclass
 class _Crops:
-    """Each call's crop boxes in the first input's pixels (None: not mappable), and the bad crops seen."""
+    """The crop attempts that were invalid (outside their image, without area, refused) or no-ops."""
 
-    boxes: dict[int, list[Box | None]]
     invalid: int = 0
     noop: int = 0
 
 
 def _crops(trajectory: Trajectory, found: list[Call], config: FaithfulnessConfig) -> _Crops:
-    owner = {id(op): number for number, call in enumerate(found) for op in call.outcome.ops}
-    result = _Crops({})
-    for op, origin, box in crop_regions(trace(trajectory)):
-        result.boxes.setdefault(owner[id(op)], []).append(box if origin == 0 else None)
-        x0, y0, x1, y1 = (float(v) for v in op.args["box"])
+    result = _Crops()
+    for op in trace(trajectory):
+        if op.name != "crop" or "box" not in op.args:
+            continue
+        try:
+            x0, y0, x1, y1 = (float(v) for v in op.args["box"])
+        except (TypeError, ValueError):
+            result.invalid += 1
+            continue
         size = op.operand.size if op.operand is not None else None
         outside = size is not None and (x0 < 0 or y0 < 0 or x1 > size[0] or y1 > size[1])
-        if x1 <= x0 or y1 <= y0 or outside:
+        if op.args.get("error") or x1 <= x0 or y1 <= y0 or outside:
             result.invalid += 1
         elif size is not None and area((x0, y0, x1, y1)) >= config.noop_share * size[0] * size[1]:
             result.noop += 1
-    for number, call in enumerate(found):
+    for call in found:
         action = call.action
         if action is None or action.kind != "crop":
             continue
@@ -139,11 +148,8 @@ def _crops(trajectory: Trajectory, found: list[Call], config: FaithfulnessConfig
         box = resolve_bbox(action.bbox, *(record.model_size or record.size))
         if isinstance(box, str):
             continue
-        if record.model_size:
-            sx, sy = record.size[0] / record.model_size[0], record.size[1] / record.model_size[1]
-            box = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)  # type: ignore[assignment]
-        result.boxes.setdefault(number, []).append(box if record.origin == "input" and record.index == 0 else None)
-        if area(box) >= config.noop_share * record.size[0] * record.size[1]:
+        width, height = record.model_size or record.size
+        if area(box) >= config.noop_share * width * height:
             result.noop += 1
     return result
 
@@ -161,18 +167,22 @@ def _repeated_failures(found: list[Call]) -> int:
     return repeats
 
 
-def _geometric(task: Task, boxes: list[Box | None]) -> float | None:
-    """How much of a target the call's best crop contains; 1 for a call that cropped nothing."""
-    if not boxes:
-        return 1.0
-    mapped = [box for box in boxes if box is not None]
-    if not mapped:
-        return None
-    return max(coverage(box, target) for box in mapped for target in task.bboxes)
+def _geometric(task: Task, images: list[Shown], share: float) -> float:
+    """The mean focus of a call's shown images on the nearest target; an unverified image scores 0."""
+    values = []
+    for item in images:
+        box = item.lineage.box if item.of_input(0) and item.lineage is not None else None
+        values.append(0.0 if box is None else max(focus(box, target, share) for target in task.bboxes))
+    return sum(values) / len(values)
 
 
 def _finish(
-    found: list[Call], scores: dict[int, float | None], crops: _Crops, repeats: int, config: FaithfulnessConfig
+    found: list[Call],
+    scores: dict[int, float | None],
+    crops: _Crops,
+    repeats: int,
+    config: FaithfulnessConfig,
+    shown: list[Shown],
 ) -> RewardResult:
     graded = [value for value in scores.values() if value is not None]
     process = sum(graded) / len(graded) if graded else 0.0
@@ -189,25 +199,32 @@ def _finish(
         "invalid_crops": crops.invalid,
         "noop_crops": crops.noop,
         "repeated_failures": repeats,
+        "unverified": unverified(shown),
     }
     return RewardResult(sum(breakdown.values()), breakdown, details)
+
+
+def _by_call(shown: list[Shown]) -> dict[int, list[Shown]]:
+    grouped: dict[int, list[Shown]] = {}
+    for item in shown:
+        grouped.setdefault(item.call, []).append(item)
+    return grouped
 
 
 def faithfulness_reward(task: Task, trajectory: Trajectory, config: FaithfulnessConfig | None = None) -> RewardResult:
     """Process score from geometry plus penalties, with no judge (pure).
 
-    ``details["faithful_share"]`` is the faithfulness metric: the share of scored image-producing
-    calls whose images contain the target. Without target boxes no call can be scored here.
+    ``details["faithful_share"]`` is the faithfulness metric: the share of scored image-returning
+    calls whose images look at the target. Without target boxes no call can be scored here.
     """
     config = config or FaithfulnessConfig()
     found = calls(trajectory)
-    crops = _crops(trajectory, found, config)
+    shown = shown_images(trajectory)
     scores = {
-        number: _geometric(task, crops.boxes.get(number, [])) if task.bboxes else None
-        for number, call in enumerate(found)
-        if call.outcome.image_indices
+        number: _geometric(task, images, config.focus_share) if task.bboxes else None
+        for number, images in _by_call(shown).items()
     }
-    return _finish(found, scores, crops, _repeated_failures(found), config)
+    return _finish(found, scores, _crops(trajectory, found, config), _repeated_failures(found), config, shown)
 
 
 async def faithfulness_reward_judged(
@@ -221,15 +238,14 @@ async def faithfulness_reward_judged(
     if task.bboxes or judge is None:
         return faithfulness_reward(task, trajectory, config)
     found = calls(trajectory)
-    producing = [(number, call) for number, call in enumerate(found) if call.outcome.image_indices]
+    shown = shown_images(trajectory)
+    producing = sorted(_by_call(shown).items())
     grades = await asyncio.gather(
-        *(
-            judge.grade(task.question, [trajectory.image(i) for i in call.outcome.image_indices])
-            for _, call in producing
-        )
+        *(judge.grade(task.question, [trajectory.image(item.index) for item in images]) for _, images in producing)
     )
     scores = {number: grade for (number, _), (grade, _raw) in zip(producing, grades, strict=True)}
-    result = _finish(found, scores, _crops(trajectory, found, config), _repeated_failures(found), config)
+    crops = _crops(trajectory, found, config)
+    result = _finish(found, scores, crops, _repeated_failures(found), config, shown)
     # An unreadable grade leaves its call unscored (never 0 or 1); its reply is kept so it can be audited.
     result.details["judge_unreadable"] = {
         str(number): raw for (number, _), (grade, raw) in zip(producing, grades, strict=True) if grade is None

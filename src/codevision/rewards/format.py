@@ -82,6 +82,10 @@ def format_reward(trajectory: Trajectory, config: FormatConfig | None = None) ->
         answered = answered or bool(answers)
     if not config.require_think:
         del passed["think_first"]
-    breakdown = {name: float(ok) for name, ok in passed.items()}
-    total = sum(breakdown.values()) / len(breakdown) if config.partial else float(all(passed.values()))
-    return RewardResult(total, breakdown, {"failed": [name for name, ok in passed.items() if not ok]})
+    # The breakdown adds up to the total: each check's share with ``partial``, one all-or-nothing term without.
+    if config.partial:
+        breakdown = {name: float(ok) / len(passed) for name, ok in passed.items()}
+    else:
+        breakdown = {"all_checks": float(all(passed.values()))}
+    details = {"checks": passed, "failed": [name for name, ok in passed.items() if not ok]}
+    return RewardResult(sum(breakdown.values()), breakdown, details)

@@ -13,6 +13,9 @@ from codevision.sandbox import wire
 RunStatus = Literal["ok", "error", "timeout", "killed", "crashed"]
 
 MAX_OPS_PER_RUN = 10_000
+#: Reasons a run's trace may be incomplete, and the length each is cut to.
+MAX_TRACE_PROBLEMS = 10
+MAX_TRACE_PROBLEM_CHARS = 300
 
 
 class ImageRef(BaseModel):
@@ -41,7 +44,12 @@ class ImageOp(BaseModel):
 
 
 class OutputImageInfo(BaseModel):
-    """Where a returned image came from and whether it was downscaled to the pixel budget."""
+    """Where a returned image came from and whether it was downscaled to the pixel budget.
+
+    ``id`` is the trace id of the object displayed (None for a figure or anything untraced),
+    ``source_size`` its size before any downscaling, ``trace_at`` how many ops of the run had been
+    traced when it was shown.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -50,6 +58,16 @@ class OutputImageInfo(BaseModel):
     source_size: tuple[int, int] | None = None
     id: int | None = None
     origin: int | None = None
+    trace_at: int | None = None
+
+
+class ImageBase(BaseModel):
+    """A trajectory image a run started from (``image_index``) and the trace id it had in the session."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: int | None = None
+    index: int
 
 
 class ResultFrame(BaseModel):
@@ -65,6 +83,8 @@ class ResultFrame(BaseModel):
     error: str | None = None
     error_type: str | None = None
     ops: list[ImageOp] = Field(default_factory=list, max_length=MAX_OPS_PER_RUN)
+    trace_problems: list[str] = Field(default_factory=list, max_length=MAX_TRACE_PROBLEMS)
+    bases: list[ImageBase] = Field(default_factory=list, max_length=4)
     images: list[OutputImageInfo] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, max_length=1000)
     duration: float = 0.0
@@ -85,7 +105,9 @@ class RunResult:
 
     ``status``: ``ok``; ``error`` (the code raised); ``timeout`` (interrupted, the session
     lives on); ``killed`` (ignored its timeout and was killed with its session); ``crashed``
-    (the session process died: segfault, ``os._exit``, CPU budget, ...).
+    (the session process died: segfault, ``os._exit``, CPU budget, ...). ``trace_problems`` says
+    why ``ops`` may be incomplete (a limit reached, a tracer failure); ``bases`` ties the trace ids
+    the run started from to trajectory images.
     """
 
     status: RunStatus
@@ -96,6 +118,8 @@ class RunResult:
     images: list[Image.Image] = field(default_factory=list)
     image_info: list[OutputImageInfo] = field(default_factory=list)
     ops: list[ImageOp] = field(default_factory=list)
+    trace_problems: list[str] = field(default_factory=list)
+    bases: list[ImageBase] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     duration: float = 0.0
     cpu_seconds: float = 0.0
@@ -120,6 +144,8 @@ class RunResult:
             "error_type": self.error_type,
             "images": [info.model_dump() for info in self.image_info],
             "ops": [op.model_dump() for op in self.ops],
+            "trace_problems": self.trace_problems,
+            "bases": [base.model_dump() for base in self.bases],
             "warnings": self.warnings,
             "duration": self.duration,
             "cpu_seconds": self.cpu_seconds,
@@ -162,6 +188,8 @@ class RunResult:
             images=images,
             image_info=frame.images,
             ops=frame.ops,
+            trace_problems=[problem[:MAX_TRACE_PROBLEM_CHARS] for problem in frame.trace_problems],
+            bases=frame.bases,
             warnings=frame.warnings,
             duration=frame.duration,
             cpu_seconds=frame.cpu_seconds,

@@ -203,6 +203,8 @@ class Session:
         meta, data = wire.encode_image(img)
         self.trajectory_images.append((meta, data))
         meta["source_size"] = [width, height]
+        # Where in the op log the image was shown: later ops (an in-place change) are not part of it.
+        meta["trace_at"] = len(TRACER.ops)
         if source is not None:
             ref = TRACER.ref(source)
             meta["id"], meta["origin"] = ref["id"], ref["origin"]
@@ -225,7 +227,10 @@ class Session:
         sys.settrace(_interrupt_model_line)
         raise RunTimeout()
 
-    def run(self, code: str, timeout: float) -> tuple[dict[str, Any], list[bytes]]:
+    def run(
+        self, code: str, timeout: float, bases: list[dict[str, int]] | None = None
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Execute one cell; ``bases`` names the trajectory images the run starts from by their trace ids."""
         self.run_index += 1
         self.outputs = []
         self.warnings = []
@@ -274,6 +279,8 @@ class Session:
             "error": error,
             "error_type": error_type,
             "ops": TRACER.ops,
+            "trace_problems": list(TRACER.problems),
+            "bases": bases or [],
             "images": [meta for meta, _ in self.outputs],
             "warnings": self.warnings,
             "duration": duration,
@@ -282,11 +289,13 @@ class Session:
         return header, [data for _, data in self.outputs]
 
     def _trajectory_image(self, index: int) -> Image.Image:
+        """A returned image rebuilt from the pixels that were sent: a new image (it may have been
+        downscaled on the way), which the run's ``bases`` tie to its trajectory index."""
         entry = self.trajectory_images[index]
         if isinstance(entry, tuple):
             meta, data = entry
             entry = self.trajectory_images[index] = wire.decode_image(meta, data)
-            TRACER.restore(entry, meta.get("id"), meta.get("origin"))
+            TRACER.fresh(entry, meta.get("origin"))
         return entry
 
     def _refuse_image_index(self, index: object) -> dict[str, Any]:
@@ -316,9 +325,11 @@ class Session:
             timeout = float(header.get("timeout") or self.config.timeout)
             index = header.get("image_index")
             if index is None or (isinstance(index, int) and 0 <= index < len(self.trajectory_images)):
+                bases = []
                 if index is not None:
-                    self.namespace["image"] = self._trajectory_image(index)
-                result, buffers = self.run(str(header.get("code", "")), timeout)
+                    selected = self.namespace["image"] = self._trajectory_image(index)
+                    bases.append({"id": TRACER.ref(selected)["id"], "index": index})
+                result, buffers = self.run(str(header.get("code", "")), timeout, bases)
             else:
                 result, buffers = self._refuse_image_index(index), []
             result["seq"] = header.get("seq")

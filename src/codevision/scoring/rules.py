@@ -304,54 +304,105 @@ def anls(prediction: object, references: References, *, threshold: float = 0.5) 
 
 
 # -------------------------------------------------------------------------------- CodeVision / MVToolBench
-_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/(?:\d+(?:\.\d+)?))?")
-_LETTER_KEY = re.compile(r"[A-Da-d]")
-_TOLERANCE = Fraction(1, 10_000)
+_TOOL_RESPONSE_BLOCK = re.compile(r"<tool_response>.*?</tool_response>", re.DOTALL)
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_OPTION_LETTER = re.compile(r"\b([A-D])\b")
+_ANY_NUMBER = re.compile(r"[-+]?\d*\.?\d+")
+_CHOICE_KEYS = ("A", "B", "C", "D")
+#: A reply without answer tags is read from its last line only when it has fewer lines than this.
+CODEVISION_MAX_LINES = 500
+_TOLERANCE = 1e-4
 
 
-def parse_fraction(text: str) -> Fraction | None:
-    """An exact value for "12", "-0.5", "1,234.5" or "3/4"; None for anything else (or x/0)."""
-    text = text.strip()
-    if not _NUMBER.fullmatch(text):
+def codevision_answer(response: object) -> str | None:
+    """The answer span as CodeVision's released scorer reads it (None: there is no answer to judge).
+
+    Tool responses are removed; then the last closed ``<answer>…</answer>``, else what follows the
+    last ``<answer>``, else the last line of a reply shorter than :data:`CODEVISION_MAX_LINES` lines.
+    """
+    text = as_text(response)
+    if not text:
         return None
-    numerator, _, denominator = text.replace(",", "").partition("/")
-    try:
-        value = Fraction(numerator)
-        return value / Fraction(denominator) if denominator else value
-    except (ValueError, ZeroDivisionError):
-        return None
+    cleaned = _TOOL_RESPONSE_BLOCK.sub("", text)
+    closed = _ANSWER_BLOCK.findall(cleaned)
+    if closed:
+        return closed[-1].strip()
+    parts = cleaned.strip().split("<answer>")
+    if len(parts) > 1:
+        return parts[-1].strip()
+    lines = cleaned.strip().splitlines()
+    return lines[-1].strip() if lines and len(lines) < CODEVISION_MAX_LINES else None
 
 
 def _float(text: str) -> float | None:
     try:
         return float(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
-def codevision(prediction: object, references: References) -> Score:
-    """CodeVision's rule match (``recipe/codevision/reward.py``), tried in order on the last ``<answer>``.
+def _codevision_candidate(answer: str, truth: str) -> str | None:
+    """What the released rule reads out of an answer: its last stand-alone letter A-D (upper-cased first,
+    so an article "a" counts) when the truth is a letter, else the answer as a number or its last number."""
+    if not answer:
+        return None
+    text = answer.upper()
+    if truth.upper() in _CHOICE_KEYS:
+        letters = _OPTION_LETTER.findall(text)
+        return letters[-1] if letters else None
+    value = _float(answer)
+    if value is not None:
+        return str(value)
+    numbers = _ANY_NUMBER.findall(text)
+    return numbers[-1] if numbers else None
 
-    1. Float equality: both parse as floats and are equal ("12" and "12.0").
-    2. A ground truth that is a letter A–D: the letter read from the answer must be that letter.
-    3. A numeric ground truth (integer, decimal or fraction): the last number in the answer must lie
-       within 1e-4 of it, computed exactly with ``Fraction``.
 
-    Anything the rules do not accept goes to the LLM judge in the released code, so ``needs_judge``
-    is set whenever the result is not correct.
+def _fraction(text: str) -> float | None:
+    try:
+        return float(Fraction(text))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+
+
+def codevision_match(answer: str, truth: str) -> str | None:
+    """How the released rule accepts ``answer`` for ``truth`` (the method), or None when it does not.
+
+    In order: equal as numbers (or, when either is not a number, equal as text); the candidate
+    (:func:`_codevision_candidate`) equal to the truth ignoring case; the candidate and the truth,
+    read as fractions, within 1e-4.
     """
-    answer = final_answer(prediction)
-    for truth in (reference.strip() for reference in as_references(references)):
-        expected, given = _float(truth), _float(answer.strip())
-        if expected is not None and given is not None and expected == given:
-            return Score.of(True, "codevision-rule", answer=answer, matched=truth, method="float")
-        if _LETTER_KEY.fullmatch(truth):
-            if option_letter(answer, n_options=4) == truth.upper():
-                return Score.of(True, "codevision-rule", answer=answer, matched=truth, method="letter")
-            continue
-        exact = parse_fraction(truth)
-        numbers = _NUMBER.findall(answer)
-        last = parse_fraction(numbers[-1]) if numbers else None
-        if exact is not None and last is not None and abs(last - exact) <= _TOLERANCE:
-            return Score.of(True, "codevision-rule", answer=answer, matched=truth, method="last-number")
+    answer_value, truth_value = _float(answer), _float(truth)
+    if answer_value is not None and truth_value is not None:
+        if answer_value == truth_value:
+            return "numbers-equal"
+    elif answer == truth:
+        return "text-equal"
+    candidate = _codevision_candidate(answer, truth)
+    if candidate is None:
+        return None
+    wanted = truth.strip()
+    if candidate.upper() == wanted.upper():
+        return "letter" if wanted.upper() in _CHOICE_KEYS else "extracted"
+    got, expected = _fraction(candidate), _fraction(wanted)
+    if got is not None and expected is not None and abs(got - expected) <= _TOLERANCE:
+        return "within-tolerance"
+    return None
+
+
+def codevision(prediction: object, references: References) -> Score:
+    """CodeVision's released answer rule (``recipe/codevision/reward.py``), behaviour for behaviour.
+
+    The answer is read by :func:`codevision_answer`; a reply with none scores 0 and never goes to the
+    judge. Otherwise :func:`codevision_match` decides, and whatever it does not accept goes to the
+    LLM judge (``needs_judge``), as in the released code. Its quirks are kept on purpose (the
+    rewards train against the same verdicts the released models were trained on): "1,234" reads as
+    234, and in a multiple-choice reply an article "a" counts as the letter A.
+    """
+    answer = codevision_answer(prediction)
+    if answer is None:
+        return Score.of(False, "codevision-rule", answer=None, matched=None, method="no-answer")
+    for truth in as_references(references):
+        method = codevision_match(answer, truth)
+        if method is not None:
+            return Score.of(True, "codevision-rule", answer=answer, matched=truth, method=method)
     return Score.of(False, "codevision-rule", needs_judge=True, answer=answer, matched=None, method=None)

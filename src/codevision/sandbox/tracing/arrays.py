@@ -163,10 +163,18 @@ def _describe_slice(caller: FrameType, operand: np.ndarray, key: Any, result: np
     chained through intermediate references so the trace still reads as a pipeline.
     """
     slices = _spatial_slices(operand.shape, key)
-    if slices is None or result.size == 0:
+    if slices is None:
         return
     height, width = operand.shape[0], operand.shape[1]
     rows, cols = range(*slices[0].indices(height)), range(*slices[1].indices(width))
+    if result.size == 0:
+        if result.shape[0] == 0 or result.shape[1] == 0:  # a crop box with no area: an attempt all the same
+            box = [cols.start, rows.start, cols.stop, rows.stop]
+            args = {"box": box, "error": "the selection is empty"}
+            TRACER.emit(
+                "crop", args, call="numpy.ndarray.__getitem__", caller=caller, operand=TRACER.ref(operand), result=None
+            )
+        return
     (x0, x1), (y0, y1) = _extent(cols, width), _extent(rows, height)
     box = [x0, y0, x1, y1]
     box_size = [box[2] - box[0], box[3] - box[1]]

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from codevision.sandbox.results import MAX_OPS_PER_RUN
+from codevision.sandbox.results import MAX_OPS_PER_RUN, MAX_TRACE_PROBLEM_CHARS, MAX_TRACE_PROBLEMS
 
 CELL_PREFIX = "<cell "
 
@@ -132,10 +132,6 @@ class Tracer:
         """Mark ``obj`` as a new image (e.g. a crop that shares memory with its operand)."""
         self._remember(obj, None, origin)
 
-    def restore(self, obj: Any, image_id: int | None, origin: int | None) -> None:
-        """Give a rebuilt image the identity of the image it was rebuilt from."""
-        self._remember(obj, image_id, origin)
-
     def ref(self, obj: Any, size: list[int] | None = None) -> Ref:
         """Id, size and origin of ``obj``, assigning an id the first time it is referenced."""
         entry = self._entry(obj) or self._remember(obj, None, None)
@@ -175,8 +171,8 @@ class Tracer:
 
     def note(self, problem: str) -> None:
         """Remember why the trace may be incomplete; a handful of reasons is enough to report."""
-        if len(self.problems) < 10:
-            self.problems.append(problem)
+        if len(self.problems) < MAX_TRACE_PROBLEMS:
+            self.problems.append(problem[:MAX_TRACE_PROBLEM_CHARS])
 
     def _new_id(self) -> int:
         self._next_id += 1

@@ -60,9 +60,11 @@ def _cv_affine(c: Call) -> Described:
     )
     if not similarity or math.isclose(angle, 0.0, abs_tol=1e-6):
         return "affine", {"matrix": m, "size": size_of(c.output), "inverse": _cv_inverse(c)}
-    if _cv_inverse(c):
+    inverse = _cv_inverse(c)
+    if inverse:
         angle, scale = -angle, 1.0 / scale
-    return "rotate", {**rotation(round(angle, 6), False), "scale": round(scale, 6), "matrix": m}
+    args = {**rotation(round(angle, 6), False), "scale": round(scale, 6), "matrix": m, "inverse": inverse}
+    return "rotate", {**args, "size": size_of(c.output)}
 
 
 def _cv_cvtcolor(c: Call) -> Described:

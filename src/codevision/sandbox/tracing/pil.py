@@ -137,7 +137,9 @@ def install_pil() -> None:
         "__copy__": None,
     }
     for attr, describe in methods.items():
-        install_wrapper(cls, attr, describe, operand="self", call=f"PIL.Image.Image.{attr}")
+        install_wrapper(
+            cls, attr, describe, operand="self", call=f"PIL.Image.Image.{attr}", trace_failures=attr == "crop"
+        )
     install_wrapper(cls, "thumbnail", _pil_thumbnail, operand="self", call="PIL.Image.Image.thumbnail", in_place=True)
     install_wrapper(Image, "fromarray", None, operand="obj", call="PIL.Image.fromarray")
 

@@ -50,6 +50,7 @@ class _Spec:
     images_only: bool
     unwrap: Callable[[Any], Any] | None
     in_place: bool
+    trace_failures: bool
 
 
 def _binder(original: Callable[..., Any], names: tuple[str, ...] | None) -> Binder:
@@ -85,6 +86,7 @@ def install_wrapper(
     images_only: bool = False,
     unwrap: Callable[[Any], Any] | None = None,
     in_place: bool = False,
+    trace_failures: bool = False,
 ) -> None:
     """Replace ``owner.attr`` with a tracing wrapper.
 
@@ -94,7 +96,9 @@ def install_wrapper(
     ``array_result`` turns ndarray results of image operands into :class:`TracedArray`;
     ``images_only`` ignores operands that do not descend from an image (generic NumPy
     functions are used on plain numbers too); ``in_place`` methods change their operand
-    and return None.
+    and return None. With ``trace_failures`` a call that raises is recorded too, with the
+    error in ``args["error"]`` and no result (a crop box the library refused is still an attempt
+    the faithfulness penalties must see).
     """
     original = getattr(owner, attr, None)
     if original is None or getattr(original, "__codevision_traced__", False):
@@ -109,12 +113,18 @@ def install_wrapper(
         images_only=images_only,
         unwrap=unwrap,
         in_place=in_place,
+        trace_failures=trace_failures,
     )
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         before = _operand_size(spec, args, kwargs) if spec.in_place else None
-        result = original(*args, **kwargs)
+        try:
+            result = original(*args, **kwargs)
+        except Exception as exc:
+            if spec.trace_failures:
+                _trace_failure(spec, sys._getframe(1), args, kwargs, exc)
+            raise
         try:
             return _trace(spec, sys._getframe(1), args, kwargs, result, before)
         except Exception as exc:  # tracing must never break model code
@@ -145,6 +155,28 @@ def _operand_size(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         return size_of(spec.bind(args, kwargs).get(spec.operand))
     except Exception:  # a call the library will reject itself
         return None
+
+
+def _trace_failure(
+    spec: _Spec, frame: FrameType, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+) -> None:
+    """Record a call from model code that raised, as the op it attempted with the error and no result."""
+    caller = model_frame(frame)
+    if caller is None or spec.describe is None:
+        return
+    try:
+        params = spec.bind(args, kwargs)
+        source = params.get(spec.operand)
+        if source is not None and spec.unwrap is not None:
+            source = spec.unwrap(source)
+        described = spec.describe(Call(params, source, None, None, size_of(source)))
+        if described is None:
+            return
+        name, op_args = described
+        op_args = {**op_args, "error": f"{type(exc).__name__}: {exc}"[:200]}
+        TRACER.emit(name, op_args, call=spec.call, caller=caller, operand=TRACER.ref(source), result=None)
+    except Exception as note:  # tracing must never change what the model's code sees
+        TRACER.note(f"{spec.call}: {note!r}")
 
 
 def _trace(
