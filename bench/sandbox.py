@@ -41,7 +41,9 @@ from PIL import Image, ImageEnhance
 from rich.console import Console
 from rich.table import Table
 
+from codevision.lineage import LineageTracker
 from codevision.sandbox import RunResult, Sandbox, Session
+from codevision.trajectory import Trajectory
 
 SPEEDUP_TARGET = 15.0  # (c) / (a) p50 on the 1-MP round trip
 OVERHEAD_TARGET_MS = 10.0  # (a) - (b) p50 on the 1-MP round trip
@@ -218,6 +220,33 @@ def measure_latency(calls: dict[str, Call], repeats: dict[str, int], warmup: dic
             stride = max(1, rounds // repeats[system])
             if index % stride == 0 and len(samples[system]) < repeats[system]:
                 samples[system].append(timed(call))
+    return samples
+
+
+def measure_lineage(
+    sandbox: Sandbox, images: dict[tuple[int, int], Image.Image], repeat: int
+) -> dict[str, list[float]]:
+    """Milliseconds the host spends verifying one run's returned image: following its trace, replaying the
+    geometry from the input's pixels and comparing (what the agent loop adds to every run it records)."""
+    samples: dict[str, list[float]] = {}
+    for case in (ROTATE, ENHANCE):
+        image = images[case.image_size]
+        with sandbox.session(images=[image]) as session:
+            results = [session.run(case.code) for _ in range(repeat)]
+        times = []
+        for result in results:
+            trajectory = Trajectory(task_id="bench", protocol="codevision")
+            trajectory.add_image(image, "input")
+            tracker = LineageTracker(trajectory)
+            tracker.start_session([0])
+            indices = [trajectory.add_image(output, "tool", 0) for output in result.images]
+            started = time.perf_counter()
+            tracker.record_run(result, indices)
+            times.append((time.perf_counter() - started) * 1000.0)
+            lineage = trajectory.images[indices[0]].lineage
+            if lineage is None or lineage.status != "verified":
+                raise BenchmarkError(f"case {case.key!r}: the returned image was not verified ({lineage})")
+        samples[case.key] = times
     return samples
 
 
@@ -408,6 +437,9 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
                 }
                 report["latency_ms"][case.key] = measure_latency(calls, repeats, warmup)
 
+        console.print("[dim]lineage check …[/dim]")
+        report["lineage_ms"] = measure_lineage(sandbox, images, settings.repeat)
+
         console.print("[dim]session lifecycle …[/dim]")
         report["lifecycle_ms"] = measure_lifecycle(
             sandbox, images[ROTATE.image_size], settings.lifecycle_repeat, LIFECYCLE_PAUSE
@@ -497,6 +529,19 @@ def render(report: dict[str, Any], console: Console) -> None:
         comparison.add_row(case.title, f"{p50[SUBPROCESS] / p50[SANDBOX]:.1f}x", f"{p50[SANDBOX] - p50[BARE]:.2f}")
     console.print(latency)
     console.print(comparison)
+
+    lineage = Table(
+        title="Host lineage check per run (ms): trace followed, geometry replayed, pixels compared",
+        caption="share: of the same case's (a) sandbox call at p50",
+    )
+    for column in ("Case", "n", "p50", "p95", "share"):
+        lineage.add_column(column, justify="left" if column == "Case" else "right")
+    for case in (ROTATE, ENHANCE):
+        samples = report["lineage_ms"][case.key]
+        p50, p95 = p50_p95(samples)
+        call = p50_p95(report["latency_ms"][case.key][SANDBOX])[0]
+        lineage.add_row(case.title, str(len(samples)), f"{p50:.2f}", f"{p95:.2f}", f"{100 * p50 / call:.0f}%")
+    console.print(lineage)
 
     lifecycle = Table(
         title="(a) session lifecycle with a 1-MP input (ms)",

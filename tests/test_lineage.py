@@ -10,11 +10,16 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from codevision.agent import Limits
+from codevision.lineage import LineageTracker
+from codevision.lineage.maps import GEOMETRIC_OPS, PIXEL_OPS
 from codevision.lineage.tracker import to_matrix
-from codevision.sandbox import Sandbox
+from codevision.sandbox import ImageOp, ImageRef, OutputImageInfo, RunResult, Sandbox
+from codevision.sandbox.results import ImageBase
 from codevision.task import Task
 from codevision.testing.images import scene_image
 from codevision.trajectory import Lineage, Trajectory
@@ -180,7 +185,7 @@ def test_forgeries_and_the_unknown_are_not_believed(sandbox: Sandbox) -> None:
     assert lineage.status == "unmappable" and "perspective" in (lineage.reason or "")
 
 
-PIXEL_OPS = {
+PIXEL_CHAINS = {
     "contrast": "display(ImageEnhance.Contrast(image).enhance(1.8))",
     "invert": "display(ImageOps.invert(image))",
     "threshold": "g = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2GRAY)\n"
@@ -196,7 +201,7 @@ PIXEL_OPS = {
 }
 
 
-@pytest.mark.parametrize("code", PIXEL_OPS.values(), ids=PIXEL_OPS.keys())
+@pytest.mark.parametrize("code", PIXEL_CHAINS.values(), ids=PIXEL_CHAINS.keys())
 def test_pixel_ops_keep_a_verified_lineage(sandbox: Sandbox, code: str) -> None:
     lineage = shown(sandbox, code)[1]
     assert lineage.status == "verified", lineage.reason
@@ -219,3 +224,93 @@ def test_the_crop_tool_composes_with_the_image_it_zooms_into() -> None:
     assert first is not None and second is not None and first.status == second.status == "host"
     assert first.box == (40.0, 20.0, 120.0, 100.0) and second.box == (50.0, 30.0, 90.0, 60.0)
     assert np.allclose(to_matrix(second.matrix)[:2, 2], [50.0, 30.0])  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ hostile traces
+refs = st.builds(
+    ImageRef,
+    id=st.one_of(st.none(), st.integers(-2, 6)),
+    size=st.one_of(st.none(), st.tuples(st.integers(-5, 300), st.integers(-5, 300))),
+    origin=st.one_of(st.none(), st.integers(-1, 3)),
+)
+values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.floats(), st.text(max_size=8)),
+    lambda inner: st.lists(inner, max_size=7),
+    max_leaves=20,
+)
+hostile_ops = st.builds(
+    ImageOp,
+    name=st.sampled_from(
+        [*sorted(GEOMETRIC_OPS), *sorted(PIXEL_OPS), "pad", "perspective", "exif_transpose", "nonsense"]
+    ),
+    args=st.dictionaries(
+        st.sampled_from(
+            [
+                "box",
+                "angle",
+                "angle_ccw",
+                "expand",
+                "center",
+                "translate",
+                "matrix",
+                "inverse",
+                "axis",
+                "kind",
+                "size",
+                "from_size",
+                "border",
+                "method",
+                "data",
+                "factor",
+                "error",
+            ]
+        ),
+        values,
+        max_size=6,
+    ),
+    operand=st.one_of(st.none(), refs),
+    result=st.one_of(st.none(), refs),
+)
+infos = st.builds(
+    OutputImageInfo,
+    mode=st.just("RGB"),
+    size=st.just((24, 16)),
+    source_size=st.one_of(st.none(), st.tuples(st.integers(-3, 5000), st.integers(-3, 5000))),
+    id=st.one_of(st.none(), st.integers(-2, 6)),
+    trace_at=st.one_of(st.none(), st.integers(-5, 50)),
+)
+bases = st.lists(
+    st.builds(ImageBase, id=st.one_of(st.none(), st.integers(-2, 6)), index=st.integers(-3, 5)), max_size=2
+)
+
+
+FUZZ_INPUT, FUZZ_SHOWN = scene_image(40, 30), scene_image(24, 16, seed=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ops=st.lists(hostile_ops, max_size=12),
+    shown=st.lists(infos, min_size=1, max_size=3),
+    claimed=bases,
+    problems=st.lists(st.text(max_size=10), max_size=1),
+    linked=st.booleans(),
+)
+def test_any_trace_gives_every_shown_image_a_lineage_and_never_raises(
+    ops: list[ImageOp], shown: list[OutputImageInfo], claimed: list[ImageBase], problems: list[str], linked: bool
+) -> None:
+    if linked:  # one chain from input 0 through every op to the first shown image, so every op is followed
+        for position, op in enumerate(ops):
+            op.operand = ImageRef(id=position, size=op.operand.size if op.operand else None)
+            op.result = ImageRef(id=position + 1, size=op.result.size if op.result else None)
+        shown[0].id, shown[0].trace_at = len(ops), None
+    trajectory = Trajectory(task_id="fuzz", protocol="codevision")
+    trajectory.add_image(FUZZ_INPUT, "input")
+    tracker = LineageTracker(trajectory)
+    tracker.start_session([0])
+    result = RunResult(status="ok", ops=ops, image_info=shown, bases=claimed, trace_problems=problems)
+    indices = [trajectory.add_image(FUZZ_SHOWN, "tool", 0) for _ in shown]
+    tracker.record_run(result, indices)
+    for index in indices:
+        lineage = trajectory.images[index].lineage
+        assert lineage is not None and lineage.status != "input"
+        Lineage.model_validate_json(lineage.model_dump_json())  # storable as JSON

@@ -8,6 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from codevision.lineage import LineageTracker
+from codevision.opnames import canonical
 from codevision.rewards import (
     CodeVisionConfig,
     FaithfulnessConfig,
@@ -18,11 +20,12 @@ from codevision.rewards import (
     faithfulness_reward,
     format_reward,
 )
-from codevision.sandbox import Sandbox
+from codevision.sandbox import ImageOp, ImageRef, OutputImageInfo, RunResult, Sandbox
 from codevision.task import Task
 from codevision.testing.images import scene_image
-from codevision.trajectory import Trajectory
+from codevision.trajectory import Action, ToolOutcome, Trajectory, Turn
 from tests.conftest import episode, final, tool_call
+from tests.test_lineage import FUZZ_INPUT, FUZZ_SHOWN, hostile_ops
 
 W, H = 96, 72
 CODES = [
@@ -97,3 +100,38 @@ def test_breakdowns_add_up_to_totals(
         format_reward(trajectory, spec.format),
     ):
         assert sum(result.breakdown.values()) == pytest.approx(result.total, abs=1e-9)
+
+
+def score_hostile(ops: list[ImageOp], expected: list[str], box: object, spec: RewardSpec) -> None:
+    """Record a run with trace ``ops`` through the lineage tracker and check every reward of it adds up."""
+    trajectory = Trajectory(task_id="t", protocol="codevision")
+    trajectory.add_image(FUZZ_INPUT, "input")
+    shown = trajectory.add_image(FUZZ_SHOWN, "tool", 0)
+    tracker = LineageTracker(trajectory)
+    tracker.start_session([0])
+    info = OutputImageInfo(mode="RGB", size=FUZZ_SHOWN.size, id=ops[-1].result.id if ops and ops[-1].result else 0)
+    tracker.record_run(RunResult(status="ok", ops=ops, image_info=[info]), [shown])
+    outcome = ToolOutcome(action=0, status="ok", ops=ops, image_indices=[shown])
+    trajectory.turns = [
+        Turn(index=0, text=tool_call("x"), actions=[Action(kind="code", code="x")], outcomes=[outcome]),
+        Turn(index=1, text=final("7"), answer="7"),
+    ]
+    trajectory.final_answer = "7"
+    task = make_task(expected, box)  # type: ignore[arg-type]
+    for result in (spec.compute(task, trajectory), RewardSpec.tapo().compute(task, trajectory)):
+        assert sum(result.breakdown.values()) == pytest.approx(result.total, abs=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=st.lists(hostile_ops, max_size=10), expected=expected_ops, box=boxes, spec=specs)
+def test_rewards_of_any_trace_never_raise_and_add_up(
+    ops: list[ImageOp], expected: list[str], box: object, spec: RewardSpec
+) -> None:
+    score_hostile(ops, expected, box, spec)
+
+
+@pytest.mark.parametrize("angle", [None, "ninety", float("inf"), [90]])
+def test_a_rotation_by_something_that_is_not_a_number_is_an_unknown_rotation(angle: object) -> None:
+    op = ImageOp(name="rotate", args={"angle": angle}, operand=ImageRef(id=0, size=(4, 4)), result=ImageRef(id=1))
+    assert canonical(op) == "rotate"
+    score_hostile([op], ["rotate_90"], None, RewardSpec())

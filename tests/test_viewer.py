@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from codevision.cli import app
 from codevision.sandbox.results import ImageOp, ImageRef
-from codevision.trajectory import Action, Message, ToolOutcome, Trajectory, Turn, Usage
+from codevision.trajectory import Action, Lineage, Message, ToolOutcome, Trajectory, Turn, Usage
 from codevision.viewer import NoTrajectoriesFound, collect, write_viewer
 from codevision.viewer.html import split_think
 from tests.conftest import gradient_image
@@ -431,3 +431,19 @@ def test_page_in_chromium(browser: WebDriver, page: Path) -> None:
     assert browser.alert() is None
     errors = [entry for entry in browser.console() if entry["level"] in ("SEVERE", "WARNING")]
     assert errors == [], errors
+
+
+def test_captions_say_what_a_tool_image_shows_or_why_it_is_not_believed(tmp_path: Path) -> None:
+    t = Trajectory(task_id="lineage", protocol="codevision", question="q")
+    t.add_image(gradient_image(), "input")
+    shown = t.add_image(gradient_image(48, 64), "tool", 0)
+    forged = t.add_image(gradient_image(48, 64), "tool", 0)
+    t.images[shown].lineage = Lineage(
+        status="verified", input=0, matrix=(0, -1, 64, 1, 0, 0), box=(0, 0, 64, 48), angle=90.0, mirrored=False
+    )
+    t.images[forged].lineage = Lineage(status="mismatch", reason="its pixels do not match the replayed trace")
+    t.turns = [Turn(index=0, text="x", outcomes=[ToolOutcome(action=0, status="ok", image_indices=[shown, forged])])]
+    t.save(tmp_path / "t")
+    text = write_viewer([tmp_path / "t"], tmp_path / "view.html").read_text(encoding="utf-8")
+    assert "shows [0, 0, 64, 48] of input 0, turned 90°" in text
+    assert "not verified (mismatch): its pixels do not match the replayed trace" in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from codevision.sandbox.results import ImageOp
 
 CORE_OPS = frozenset({"rotate_90", "rotate_180", "rotate_270", "flip_h", "flip_v", "crop"})
@@ -12,7 +14,12 @@ ANGLE_TOLERANCE = 2.0
 def canonical(op: ImageOp) -> str:
     """``rotate_90`` for a counter-clockwise quarter turn (90 and -270 alike), ``flip_h``, ``crop``, ..."""
     if op.name == "rotate":
-        angle = float(op.args.get("angle_ccw", op.args.get("angle", 0.0))) % 360.0
+        try:
+            angle = float(op.args.get("angle_ccw", op.args.get("angle", 0.0))) % 360.0
+        except (TypeError, ValueError, OverflowError):
+            return "rotate"  # an angle that is not a number: a rotation by something unknown
+        if not math.isfinite(angle):
+            return "rotate"
         for quarter in (90, 180, 270):
             if abs(angle - quarter) <= ANGLE_TOLERANCE:
                 return f"rotate_{quarter}"

@@ -246,6 +246,10 @@ _MAPS = {
 }
 
 
+#: Ops whose geometry is replayed (``pad`` with either of its forms).
+GEOMETRIC_OPS = frozenset(_MAPS)
+
+
 def op_map(op: ImageOp) -> np.ndarray:
     """The matrix taking a pixel of ``op``'s result to where it lies in ``op``'s operand."""
     if op.name in PIXEL_OPS:
@@ -259,7 +263,10 @@ def op_map(op: ImageOp) -> np.ndarray:
     mapping = _MAPS.get(op.name)
     if mapping is None:
         raise Unreplayable(f"{op.name} changes geometry in a way that cannot be replayed")
-    return mapping(op)
+    try:
+        return mapping(op)
+    except (TypeError, ValueError, KeyError, ArithmeticError) as exc:  # arguments written by model code
+        raise Unreplayable(f"its arguments cannot be read ({type(exc).__name__}: {exc})"[:200]) from None
 
 
 def apply(matrix: np.ndarray, points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -13,11 +13,9 @@ only if the replay from the base's real pixels agrees with the shown pixels
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 from codevision.lineage.maps import (
     INVERTING_OPS,
@@ -30,7 +28,7 @@ from codevision.lineage.maps import (
     scaling,
     translation,
 )
-from codevision.lineage.replay import EDGE_DETAIL, Verdict, compare, edge_density, grid_size, render, small
+from codevision.lineage.replay import Verdict, average, compare, edge_density, grid_size, inside, sample
 from codevision.sandbox.results import MAX_OPS_PER_RUN, ImageOp, OutputImageInfo, RunResult
 from codevision.trajectory import Lineage, Trajectory
 
@@ -78,12 +76,9 @@ class LineageTracker:
     def __init__(self, trajectory: Trajectory) -> None:
         self.trajectory = trajectory
         self.ops_seen = 0
-        #: Seconds spent replaying and comparing, for benchmarks.
-        self.seconds = 0.0
         self._producers: dict[int, tuple[int, ImageOp]] = {}
         self._bases: dict[int, int] = {}
         self._tainted: list[range] = []
-        self._reduced: dict[tuple[int, int], Image.Image] = {}
 
     def start_session(self, indices: Sequence[int]) -> None:
         """A session was opened with these trajectory images, in order (trace ids 0, 1, ...)."""
@@ -92,7 +87,6 @@ class LineageTracker:
 
     def record_run(self, result: RunResult, indices: Sequence[int]) -> None:
         """Set the lineage of the images ``result`` returned, stored at trajectory ``indices``."""
-        started = time.perf_counter()
         ops = result.ops
         first = self.ops_seen
         self.ops_seen += len(ops)
@@ -117,11 +111,15 @@ class LineageTracker:
             index = indices[i]
             if incomplete:
                 images[index].lineage = Lineage(status="incomplete", reason=incomplete)
-            else:
+                continue
+            try:
                 images[index].lineage = self._resolve(result.image_info[i], index)
+            except (ArithmeticError, ValueError, TypeError, np.linalg.LinAlgError) as exc:
+                # The trace comes from model code: numbers no geometry can hold are its problem, not the host's.
+                reason = f"its traced geometry cannot be computed ({type(exc).__name__}: {exc})"[:300]
+                images[index].lineage = Lineage(status="unmappable", reason=reason)
         for position in range(registered, len(ops)):
             self._register(ops[position], first + position)
-        self.seconds += time.perf_counter() - started
 
     def record_crop(self, source: int, box: Sequence[float], index: int) -> None:
         """Image ``index`` is the host's crop of image ``source`` to ``box`` (in its pixels)."""
@@ -137,13 +135,6 @@ class LineageTracker:
     def _register(self, op: ImageOp, position: int) -> None:
         if op.result is not None and op.result.id is not None:
             self._producers[op.result.id] = (position, op)
-
-    def _reduced_base(self, index: int, factor: int) -> Image.Image:
-        key = (index, factor)
-        if key not in self._reduced:
-            image = self.trajectory.image(index)
-            self._reduced[key] = image if factor == 1 else image.reduce(factor)
-        return self._reduced[key]
 
     def _resolve(self, info: OutputImageInfo, index: int) -> Lineage:
         images = self.trajectory.images
@@ -177,6 +168,8 @@ class LineageTracker:
             steps.append(op)
             expected_size = tuple(op.operand.size) if op.operand and op.operand.size else None  # type: ignore[assignment]
             current = op.operand.id if op.operand is not None else None
+        if not np.isfinite(matrix).all() or abs(np.linalg.det(matrix[:2, :2])) < 1e-12:
+            return Lineage(status="unmappable", chain=chain, reason="its traced geometry collapses or overflows")
         if any(position in tainted for tainted in self._tainted for position in chain):
             return Lineage(
                 status="incomplete", chain=chain, reason="its chain passes through a run with an incomplete trace"
@@ -196,24 +189,15 @@ class LineageTracker:
     def _replay(self, index: int, base_index: int, matrix: np.ndarray, steps: list[ImageOp]) -> Verdict:
         shown = self.trajectory.image(index)
         grid = grid_size(*shown.size)
-        to_grid = matrix @ scaling(shown.width / grid[0], shown.height / grid[1])
-        base_size = self.trajectory.images[base_index].size
-
-        def reduced(factor: int) -> Image.Image:
-            return self._reduced_base(base_index, factor)
-
-        replayed, inside = render(reduced, base_size, to_grid, grid)
-        density = None
-        if any(keeps_only_structure(op) for op in steps):
-            fine = (grid[0] * EDGE_DETAIL, grid[1] * EDGE_DETAIL)
-            detail, _ = render(reduced, base_size, to_grid @ scaling(1 / EDGE_DETAIL, 1 / EDGE_DETAIL), fine)
-            density = edge_density(detail, EDGE_DETAIL)
+        to_shown = scaling(shown.width / grid[0], shown.height / grid[1])
+        base = self.trajectory.image(base_index)
+        replayed = sample(base, matrix @ to_shown, grid)
         names = {op.name for op in steps}
         return compare(
-            small(shown, grid),
-            replayed,
-            inside,
-            density,
+            average(sample(shown, to_shown, grid)),
+            average(replayed),
+            inside(matrix @ to_shown, grid, base.size),
+            edge_density(replayed) if any(keeps_only_structure(op) for op in steps) else None,
             pixel_ops=bool(names & (PIXEL_OPS - NEUTRAL_OPS)),
             inverting=bool(names & INVERTING_OPS),
         )

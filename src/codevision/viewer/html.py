@@ -142,7 +142,7 @@ class _TrajectoryRenderer:
         size = f"{record.size[0]}×{record.size[1]}"
         if record.model_size is not None and tuple(record.model_size) != tuple(record.size):
             size += f", model saw {record.model_size[0]}×{record.model_size[1]}"
-        return f"#{record.index} · {where} · {size}"
+        return f"#{record.index} · {where} · {size}{_lineage_note(record)}"
 
     @staticmethod
     def _missing(index: int, caption: str, reason: str) -> str:
@@ -442,3 +442,16 @@ def write_viewer(paths: list[Path], out: Path) -> Path:
     if not collection.loaded and not collection.failures:
         raise NoTrajectoriesFound(f"no {TRAJECTORY_FILE} under {', '.join(map(str, paths))}")
     return write_page(collection, out)
+
+
+def _lineage_note(record: ImageRecord) -> str:
+    """What a tool image shows of its input, or why rewards do not believe its trace."""
+    lineage = record.lineage
+    if record.origin == "input" or lineage is None:
+        return ""
+    if not lineage.verified:
+        return f" · not verified ({lineage.status}): {lineage.reason or 'no reason recorded'}"
+    box = "[" + ", ".join(f"{v:.0f}" for v in lineage.box) + "]" if lineage.box else "nothing"
+    turn = f", turned {lineage.angle:g}°" if lineage.angle else ""
+    mirror = ", mirrored" if lineage.mirrored else ""
+    return f" · shows {box} of input {lineage.input}{turn}{mirror}"
