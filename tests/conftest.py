@@ -11,7 +11,7 @@ from PIL import Image
 from codevision.agent import Limits, run_agent
 from codevision.policies import ScriptedPolicy
 from codevision.protocols.registry import get_protocol
-from codevision.sandbox import Sandbox
+from codevision.sandbox import RemoteSandbox, Sandbox
 from codevision.task import Task
 from codevision.testing.images import gradient_image
 from codevision.trajectory import Trajectory
@@ -55,7 +55,11 @@ def final(answer: str) -> str:
 
 
 def episode(
-    sandbox: Sandbox | None, task: Task, *replies: str, protocol: str = "codevision", limits: Limits | None = None
+    sandbox: Sandbox | RemoteSandbox | None,
+    task: Task,
+    *replies: str,
+    protocol: str = "codevision",
+    limits: Limits | None = None,
 ) -> Trajectory:
     """``task`` played through the real agent loop (and sandbox) by a policy that sends ``replies``."""
     return run_agent(task, ScriptedPolicy(list(replies)), sandbox, get_protocol(protocol), limits)

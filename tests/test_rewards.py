@@ -381,3 +381,11 @@ def test_a_trajectory_from_before_lineage_loads_and_earns_no_process_credit(sand
     (tmp_path / "trajectory.json").write_text(json.dumps(stored))
     with pytest.raises(ValueError, match="schema version 99, newer"):
         Trajectory.load(tmp_path)
+
+
+def test_geometric_detours_that_cancel_earn_no_emergent_bonus(sandbox: Sandbox) -> None:
+    t = task(["rotate_90"], bbox=None)
+    detour = codevision_reward(t, play(sandbox, t, "a = np.rot90(np.asarray(image))\ndisplay(a.T.T)"))
+    tilt = codevision_reward(t, play(sandbox, t, "display(image.rotate(95, expand=True).rotate(-5, expand=True))"))
+    assert detour.breakdown["mandatory"] == 1.0 and detour.breakdown["emergent"] == 0.0
+    assert tilt.breakdown["emergent"] == 0.0

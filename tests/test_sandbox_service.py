@@ -21,7 +21,9 @@ from PIL import Image
 
 from codevision.sandbox import Sandbox, SandboxBusy, SandboxConfig, SandboxError, SessionDeadError, wire
 from codevision.sandbox.service import FRAME_CONTENT_TYPE, RemoteSandbox, SandboxServer, serve
-from tests.conftest import gradient_image
+from codevision.task import Task
+from codevision.testing.images import scene_image
+from tests.conftest import episode, final, gradient_image, tool_call
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -372,3 +374,18 @@ def test_serve_stops_cleanly_on_signals(signum: int) -> None:
             process.wait()
     assert process.returncode == 0
     assert output.strip() == "stopped"
+
+
+def test_lineage_survives_the_service(remote: RemoteSandbox) -> None:
+    # Everything the host needs to verify a shown image (trace ids, shown-at positions, bases) crosses HTTP.
+    task = Task.from_images([scene_image(120, 90)], id="remote", question="q", answers=["a"])
+    replies = [
+        tool_call("display(image.rotate(90, expand=True))"),
+        tool_call("display(image.crop((10, 20, 50, 60)))", 1),
+        final("a"),
+    ]
+    trajectory = episode(remote, task, *replies)
+    turned, crop = trajectory.images[1].lineage, trajectory.images[2].lineage
+    assert turned is not None and crop is not None and turned.status == crop.status == "verified"
+    # The crop of the turned image (90x120) at x 10..50, y 20..60 is input x 60..100, y 10..50.
+    assert crop.box == pytest.approx((60.0, 10.0, 100.0, 50.0)) and crop.angle == 90.0

@@ -17,9 +17,10 @@ lineage the host verified against their pixels earn anything:
 * ``r_spurious``: every rotation, flip or transpose that ran and is not in the chain of a shown
   image that got orientation credit, counted per op (up to ``spurious_cap``).
 * ``r_exact``: the orientations of the shown images (and a shown crop) are exactly the expected
-  core ops, which must not be empty. ``r_emerge``: a correct answer and an effective op outside
-  the core set in a shown image's chain. ``c_usage``: calls beyond ``max(free_calls, |expected|)``
-  and shown images beyond ``free_images``. The accuracy gate is as released.
+  core ops, which must not be empty. ``r_emerge``: a correct answer and an effective
+  image-processing op (one that changes pixel values) in a shown image's chain. ``c_usage``: calls
+  beyond ``max(free_calls, |expected|)`` and shown images beyond ``free_images``. The accuracy gate
+  is as released.
 
 ``docs/rewards.md`` lists every deviation from the released code and why.
 """
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from codevision.geometry import iou
+from codevision.lineage.maps import PIXEL_OPS
 from codevision.lineage.views import Shown, shown_images, shown_ops, unverified
 from codevision.opnames import ANGLE_TOLERANCE, CORE_OPS, canonical
 from codevision.rewards.base import RewardResult, calls, trace
@@ -184,20 +186,25 @@ def _exact(expected: list[str], shown: list[Shown]) -> bool:
 
 
 def emergent_ops(ops: list[ImageOp], shown: list[Shown], config: CodeVisionConfig) -> list[str]:
-    """Effective ops outside the core set (and ``emergent_ignore``) in the chain of a verified shown image."""
+    """Effective image-processing ops (not in ``emergent_ignore``) in the chain of a verified shown image.
+
+    Only ops that change pixel values count: a geometric op outside the core set (a transpose, a
+    rotation by a few degrees) can be undone within the same chain, so pairs of them would earn the
+    bonus while showing the expected view.
+    """
     found = set()
     for item in shown:
         if not item.verified or item.lineage is None:
             continue
         for position in item.lineage.chain:
             if 0 <= position < len(ops):
-                name = canonical(ops[position])
+                op = ops[position]
                 if (
-                    name not in CORE_OPS
-                    and name not in config.emergent_ignore
-                    and effective(ops[position], config.noop_tolerance)
+                    op.name in PIXEL_OPS
+                    and op.name not in config.emergent_ignore
+                    and effective(op, config.noop_tolerance)
                 ):
-                    found.add(name)
+                    found.add(op.name)
     return sorted(found)
 
 
