@@ -389,3 +389,14 @@ def test_geometric_detours_that_cancel_earn_no_emergent_bonus(sandbox: Sandbox) 
     tilt = codevision_reward(t, play(sandbox, t, "display(image.rotate(95, expand=True).rotate(-5, expand=True))"))
     assert detour.breakdown["mandatory"] == 1.0 and detour.breakdown["emergent"] == 0.0
     assert tilt.breakdown["emergent"] == 0.0
+
+
+def test_crashing_the_session_never_hides_a_penalty(sandbox: Sandbox) -> None:
+    # The sweep and the crash happen in one run, so its trace (four spurious turns) is lost with it.
+    t = task(["rotate_90"], bbox=None)
+    hidden = "x = image\nfor _ in range(4):\n    x = x.rotate(90, expand=True)\nimport os\nos._exit(1)"
+    crashed = codevision_reward(t, play(sandbox, t, hidden, TURN))
+    honest = codevision_reward(t, play(sandbox, t, TURN))
+    assert crashed.details["session_crashes"] == 1 and crashed.breakdown["mandatory"] == 0.0
+    assert crashed.total < honest.total and crashed.total <= total(sandbox, t)
+    assert faithfulness_reward(task(["crop"]), play(sandbox, task(["crop"]), hidden, TURN)).breakdown["process"] == 0.0

@@ -130,8 +130,14 @@ def test_rewards_of_any_trace_never_raise_and_add_up(
     score_hostile(ops, expected, box, spec)
 
 
-@pytest.mark.parametrize("angle", [None, "ninety", float("inf"), [90]])
-def test_a_rotation_by_something_that_is_not_a_number_is_an_unknown_rotation(angle: object) -> None:
-    op = ImageOp(name="rotate", args={"angle": angle}, operand=ImageRef(id=0, size=(4, 4)), result=ImageRef(id=1))
-    assert canonical(op) == "rotate"
+@pytest.mark.parametrize(
+    ("name", "args", "named"),
+    [
+        *(("rotate", {"angle": angle}, "rotate") for angle in (None, "ninety", float("inf"), [90])),
+        *(("flip", {"axis": axis}, "flip") for axis in ([], {"h": 1}, None, 3)),
+    ],
+)
+def test_ops_with_arguments_of_the_wrong_type_are_unknown_ops(name: str, args: dict[str, object], named: str) -> None:
+    op = ImageOp(name=name, args=args, operand=ImageRef(id=0, size=(4, 4)), result=ImageRef(id=1))
+    assert canonical(op) == named
     score_hostile([op], ["rotate_90"], None, RewardSpec())

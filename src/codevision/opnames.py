@@ -9,6 +9,7 @@ from codevision.sandbox.results import ImageOp
 CORE_OPS = frozenset({"rotate_90", "rotate_180", "rotate_270", "flip_h", "flip_v", "crop"})
 # Within this many degrees of a quarter turn, a rotation counts as that quarter turn.
 ANGLE_TOLERANCE = 2.0
+_FLIPS = {"horizontal": "flip_h", "vertical": "flip_v", "both": "rotate_180"}
 
 
 def canonical(op: ImageOp) -> str:
@@ -25,5 +26,6 @@ def canonical(op: ImageOp) -> str:
                 return f"rotate_{quarter}"
         return "rotate" if min(angle, 360.0 - angle) > ANGLE_TOLERANCE else "rotate_0"
     if op.name == "flip":
-        return {"horizontal": "flip_h", "vertical": "flip_v", "both": "rotate_180"}.get(op.args.get("axis"), "flip")
+        axis = op.args.get("axis")
+        return _FLIPS.get(axis, "flip") if isinstance(axis, str) else "flip"
     return op.name

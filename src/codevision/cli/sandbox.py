@@ -157,6 +157,9 @@ def serve_command(
     memory_mb: int = typer.Option(2048, help="Memory per session, in MiB."),
     max_sessions: int = typer.Option(256, help="Live sessions before new ones wait."),
     idle_timeout: float = typer.Option(600.0, help="Close sessions idle for this many seconds."),
+    queue_timeout: float | None = typer.Option(
+        None, help="Seconds a run may wait for a worker before the client gets 503 (default: wait)."
+    ),
 ) -> None:
     """Serve the sandbox over HTTP (token auth, health endpoint) for rollouts spread over machines."""
     from codevision.sandbox.service import serve
@@ -169,7 +172,9 @@ def serve_command(
         check_token(token)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=f"--token / ${TOKEN_ENV}") from exc
-    config = SandboxConfig(workers=workers, timeout=timeout, memory_mb=memory_mb, max_sessions=max_sessions)
+    config = SandboxConfig(
+        workers=workers, timeout=timeout, memory_mb=memory_mb, max_sessions=max_sessions, queue_timeout=queue_timeout
+    )
 
     def ready(url: str) -> None:
         console.print(f"codevision sandbox serving on [cyan]{url}[/]")

@@ -49,3 +49,17 @@ def trace(trajectory: Trajectory) -> list[ImageOp]:
     earlier one; chains are only whole when the ops of every call are read together.
     """
     return [op for turn in trajectory.turns for outcome in turn.outcomes for op in outcome.ops]
+
+
+#: Run statuses that mean the model's code took its session down (a limit, a crash, a hostile frame):
+#: that run's trace is lost, so nothing it did can be checked.
+CRASHED = ("crashed", "killed")
+
+
+def session_crashes(trajectory: Trajectory) -> int:
+    """How many runs of the trajectory ended with the session killed or crashed by the model's code.
+
+    Process rewards pay nothing to such a trajectory: a crash discards the crashed run's op trace,
+    and with it the penalties the trace would have earned.
+    """
+    return sum(1 for turn in trajectory.turns for outcome in turn.outcomes if outcome.status in CRASHED)

@@ -20,7 +20,8 @@ lineage the host verified against their pixels earn anything:
   core ops, which must not be empty. ``r_emerge``: a correct answer and an effective
   image-processing op (one that changes pixel values) in a shown image's chain. ``c_usage``: calls
   beyond ``max(free_calls, |expected|)`` and shown images beyond ``free_images``. The accuracy gate
-  is as released.
+  is as released. A trajectory whose code crashed or was killed with its session earns no process
+  credit (mandatory, exact, emergent): the crashed run's trace, and its penalties, are lost.
 
 ``docs/rewards.md`` lists every deviation from the released code and why.
 """
@@ -36,7 +37,7 @@ from codevision.geometry import iou
 from codevision.lineage.maps import PIXEL_OPS
 from codevision.lineage.views import Shown, shown_images, shown_ops, unverified
 from codevision.opnames import ANGLE_TOLERANCE, CORE_OPS, canonical
-from codevision.rewards.base import RewardResult, calls, trace
+from codevision.rewards.base import RewardResult, calls, session_crashes, trace
 from codevision.rewards.format import FormatConfig, format_reward
 from codevision.rewards.outcome import OutcomeConfig, outcome_reward
 from codevision.sandbox.results import ImageOp
@@ -231,6 +232,9 @@ def codevision_reward(
     credit = float(len(credited))
     crop = crop_credit(task, shown, config.zoom_share) if "crop" in expected else 0.0
     credit += crop
+    crashes = session_crashes(trajectory)
+    if crashes:
+        credit, crop = 0.0, 0.0
     mandatory = min(1.0, credit / len(expected)) if expected else 0.0
     n_calls = len(calls(trajectory))
     accuracy = outcome.total
@@ -239,8 +243,8 @@ def codevision_reward(
         accuracy *= mandatory
     fmt = format_reward(trajectory, config.format).total
     necessity = float((n_calls > 0) == bool(expected))
-    exact = config.exact_bonus if _exact(expected, shown) else 0.0
-    emergent = emergent_ops(ops, shown, config)
+    exact = config.exact_bonus if _exact(expected, shown) and not crashes else 0.0
+    emergent = [] if crashes else emergent_ops(ops, shown, config)
     emerge = config.emergent_bonus if outcome.details.get("correct") and emergent else 0.0
     extra_calls = max(0, n_calls - max(config.free_calls, len(expected)))
     extra_images = max(0, len(shown) - config.free_images)
@@ -271,6 +275,7 @@ def codevision_reward(
         "calls": n_calls,
         "shown": len(shown),
         "unverified": problems,
+        "session_crashes": crashes,
         "trace_mismatch": sum(1 for problem in problems if problem["status"] == "mismatch"),
         "accuracy_gated": gated,
         "r_mandatory": mandatory,

@@ -36,7 +36,7 @@ from codevision.lineage.views import Shown, focus, shown_images, unverified
 from codevision.policies.base import PolicyError
 from codevision.policies.openai import OpenAIPolicy
 from codevision.protocols.crop import resolve_bbox
-from codevision.rewards.base import Call, RewardResult, calls, trace
+from codevision.rewards.base import Call, RewardResult, calls, session_crashes, trace
 from codevision.scoring.judge import JudgeCache, JudgeError
 from codevision.task import Task
 from codevision.trajectory import Message, Trajectory
@@ -183,9 +183,11 @@ def _finish(
     repeats: int,
     config: FaithfulnessConfig,
     shown: list[Shown],
+    crashes: int,
 ) -> RewardResult:
     graded = [value for value in scores.values() if value is not None]
-    process = sum(graded) / len(graded) if graded else 0.0
+    # A crash discards the crashed run's trace: whatever the other calls showed earns nothing then.
+    process = sum(graded) / len(graded) if graded and not crashes else 0.0
     breakdown = {
         "process": process,
         "invalid_crops": -config.invalid_crop_penalty * crops.invalid,
@@ -200,6 +202,7 @@ def _finish(
         "noop_crops": crops.noop,
         "repeated_failures": repeats,
         "unverified": unverified(shown),
+        "session_crashes": crashes,
     }
     return RewardResult(sum(breakdown.values()), breakdown, details)
 
@@ -224,7 +227,8 @@ def faithfulness_reward(task: Task, trajectory: Trajectory, config: Faithfulness
         number: _geometric(task, images, config.focus_share) if task.bboxes else None
         for number, images in _by_call(shown).items()
     }
-    return _finish(found, scores, _crops(trajectory, found, config), _repeated_failures(found), config, shown)
+    crops, repeats = _crops(trajectory, found, config), _repeated_failures(found)
+    return _finish(found, scores, crops, repeats, config, shown, session_crashes(trajectory))
 
 
 async def faithfulness_reward_judged(
@@ -245,7 +249,7 @@ async def faithfulness_reward_judged(
     )
     scores = {number: grade for (number, _), (grade, _raw) in zip(producing, grades, strict=True)}
     crops = _crops(trajectory, found, config)
-    result = _finish(found, scores, crops, _repeated_failures(found), config, shown)
+    result = _finish(found, scores, crops, _repeated_failures(found), config, shown, session_crashes(trajectory))
     # An unreadable grade leaves its call unscored (never 0 or 1); its reply is kept so it can be audited.
     result.details["judge_unreadable"] = {
         str(number): raw for (number, _), (grade, raw) in zip(producing, grades, strict=True) if grade is None

@@ -51,7 +51,10 @@ LAYER_DESCRIPTIONS = {
     "uts_namespace": "own hostname namespace",
     "dedicated_uid": "a uid of its own per session (unprivileged; per-session process limit)",
     "no_new_privs": "no privilege gain through setuid binaries or file capabilities",
-    "seccomp": "no keyring, ptrace, BPF, perf, io_uring, mount or kernel-changing system calls",
+    "seccomp": (
+        "no keyring, ptrace, BPF, perf, io_uring, mount or kernel-changing system calls; no sockets but Unix ones, "
+        "no file change notifications, no file locks"
+    ),
     "capabilities": "all capabilities dropped",
     "rlimits": "address space, CPU time, file size, processes and open files limits",
     "cgroups": "memory (tmpfs and memfd included) and process-count limits per session",

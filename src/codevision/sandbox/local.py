@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pydantic import ValidationError
 
 from codevision.sandbox import wire
 from codevision.sandbox.capacity import CapacityPool
@@ -34,7 +33,7 @@ from codevision.sandbox.errors import (
     SandboxStartError,
     SessionDeadError,
 )
-from codevision.sandbox.results import ChildResult, RunResult
+from codevision.sandbox.results import ChildResult, RunResult, cap_text, result_limits
 from codevision.sandbox.session_api import SessionAPI
 
 logger = logging.getLogger("codevision.sandbox")
@@ -43,7 +42,6 @@ START_TIMEOUT = 120.0
 # A session that closed its socket is usually exiting: give it this long to report its own status.
 EXIT_GRACE = 0.2
 SESSION_START_TIMEOUT = 60.0
-_HEADER_BUDGET = 64 * 1024 * 1024
 
 _SIGNAL_MEANINGS = {
     signal.SIGSEGV: "segmentation fault",
@@ -244,9 +242,7 @@ class Session(SessionAPI):
         try:
             self._pid, self._sock = sandbox._spawn()
             wire.send_frame(self._sock, {"type": "init", "images": metas}, buffers)
-            header, _ = wire.recv_frame(
-                self._sock, deadline=time.monotonic() + SESSION_START_TIMEOUT, max_total=_HEADER_BUDGET
-            )
+            header, _ = wire.recv_frame(self._sock, deadline=time.monotonic() + SESSION_START_TIMEOUT)
         except (OSError, wire.FrameError) as exc:
             reason = self._kill_and_describe()
             self.close()
@@ -292,6 +288,8 @@ class Session(SessionAPI):
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         if image_index is not None and not isinstance(image_index, int):
             raise TypeError(f"image_index must be an int, not {type(image_index).__name__}")
+        if len(code) > wire.MAX_CODE_BYTES:
+            raise ValueError(f"the code cell has {len(code)} characters; a run accepts at most {wire.MAX_CODE_BYTES}")
         if self._sock is None and self._dead_reason is None:
             self.open()
         sandbox = self._sandbox
@@ -319,10 +317,12 @@ class Session(SessionAPI):
         try:
             request = {"type": "run", "code": code, "timeout": limit, "seq": self.runs, "image_index": image_index}
             wire.send_frame(sock, request)
+            limits = result_limits(cfg.max_output_bytes)
             header, buffers = wire.recv_frame(
                 sock,
                 deadline=started + limit + cfg.kill_grace,
-                max_total=_HEADER_BUDGET + cfg.max_images_per_run * cfg.max_image_pixels * 4,
+                max_total=limits.max_bytes + cfg.max_images_per_run * cfg.max_image_pixels * 4,
+                limits=limits,
             )
         except wire.FrameTimeout:
             self._kill_and_describe()
@@ -342,9 +342,10 @@ class Session(SessionAPI):
                 raise ValueError("too many images")
             if header.get("seq") != self.runs:
                 raise ValueError(f"the result answers request {header.get('seq')!r}, not {self.runs}")
-        except (ValidationError, wire.FrameError, ValueError) as exc:
+        except Exception as exc:  # the frame was written where model code runs: whatever it holds, the session dies
             self._kill_and_describe()
-            return self._dead_result("crashed", f"the session sent a malformed result and was killed: {exc}", started)
+            reason = f"the session sent a malformed result and was killed: {type(exc).__name__}: {exc}"
+            return self._dead_result("crashed", cap_text(reason, 1000), started)
         cap = cfg.max_output_bytes + 200
         result.stdout, result.stderr = result.stdout[:cap], result.stderr[:cap]
         result.duration = time.monotonic() - started

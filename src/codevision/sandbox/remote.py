@@ -18,13 +18,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from codevision.sandbox import wire
+from codevision.sandbox.config import SandboxConfig
 from codevision.sandbox.errors import SandboxBusy, SandboxError, SessionDeadError
 from codevision.sandbox.httpapi import FRAME_CONTENT_TYPE, JSON_CONTENT_TYPE, check_token
 from codevision.sandbox.local import as_pil_image
-from codevision.sandbox.results import RunResult
+from codevision.sandbox.results import RunResult, result_limits
 from codevision.sandbox.session_api import SessionAPI
 
 logger = logging.getLogger("codevision.sandbox.remote")
+# The server's output cap is not known here; what it relays was checked when its session answered, so
+# this only bounds what a broken server could make the client allocate.
+_SERVICE_RESULTS = result_limits(max_output_bytes=wire.MAX_CODE_BYTES)
 
 _BACKOFF = 0.1
 _MAX_BACKOFF = 2.0
@@ -73,7 +77,8 @@ class RemoteSession(SessionAPI):
                 return self
             metas, buffers = [], []
             for index, raw in enumerate(self._images):
-                meta, data = wire.encode_image(as_pil_image(raw, index))
+                # Checked before anything is decoded: a lazily opened PNG knows its size from its header.
+                meta, data = wire.encode_image(as_pil_image(raw, index, self._sandbox.max_input_pixels))
                 metas.append(meta)
                 buffers.append(data)
             header: dict[str, Any] = {"images": metas}
@@ -135,10 +140,10 @@ class RemoteSession(SessionAPI):
                 self._alive = False
             raise error
         try:
-            header, buffers = wire.unpack(data)
+            header, buffers = wire.unpack(data, limits=_SERVICE_RESULTS)
             result = RunResult.from_frame(header, buffers)
-        except (wire.FrameError, ValueError) as exc:
-            raise SandboxError(f"{self._sandbox.url} sent a malformed run result: {exc}") from exc
+        except Exception as exc:  # whatever the reply holds, the caller gets a SandboxError
+            raise SandboxError(f"{self._sandbox.url} sent a malformed run result: {type(exc).__name__}: {exc}") from exc
         self.runs += 1
         if not result.session_alive:
             self._alive = False
@@ -152,10 +157,20 @@ class RemoteSandbox:
     ``retries`` is how often a request is repeated after a connection failure, when that
     cannot execute anything twice. Keep-alive connections are pooled and shared by threads.
     Errors: :class:`SandboxBusy` (HTTP 503), :class:`SessionDeadError` (410), otherwise
-    :class:`SandboxError` carrying the server's message.
+    :class:`SandboxError` carrying the server's message. Input images above ``max_input_pixels``
+    are refused before they are decoded or sent.
     """
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0, retries: int = 3, max_workers: int = 64) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_workers: int = 64,
+        max_input_pixels: int = SandboxConfig.model_fields["max_input_pixels"].default,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must look like http://host:port, not {url!r}")
@@ -164,6 +179,7 @@ class RemoteSandbox:
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
         self.retries = retries
+        self.max_input_pixels = max_input_pixels
         self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path.rstrip("/")
         self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._auth = f"Bearer {check_token(token)}"

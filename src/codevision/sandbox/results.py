@@ -16,6 +16,49 @@ MAX_OPS_PER_RUN = 10_000
 #: Reasons a run's trace may be incomplete, and the length each is cut to.
 MAX_TRACE_PROBLEMS = 10
 MAX_TRACE_PROBLEM_CHARS = 300
+#: What one traced op may take in a result header; the tracer summarises arguments beyond it.
+MAX_OP_BYTES = 1536
+MAX_OP_CONTAINERS = 24
+MAX_OP_ITEMS = 160
+#: Caps on a result's text fields (stdout and stderr are capped by ``SandboxConfig.max_output_bytes``).
+MAX_ERROR_CHARS = 16_384
+MAX_ERROR_TYPE_CHARS = 200
+MAX_WARNINGS = 64
+MAX_WARNING_CHARS = 500
+
+
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}\n[... {len(text) - limit} characters cut]"
+
+
+def cap_warnings(warnings: list[str]) -> list[str]:
+    """At most :data:`MAX_WARNINGS` warnings of at most :data:`MAX_WARNING_CHARS` each, saying what was cut."""
+    kept = [cap_text(warning, MAX_WARNING_CHARS) for warning in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        kept.append(f"[... {len(warnings) - MAX_WARNINGS} more warnings cut]")
+    return kept
+
+
+def result_limits(max_output_bytes: int) -> wire.HeaderLimits:
+    """The most a legitimate result header can hold: every op at its largest, every text field at its cap.
+
+    Text is counted six times over: a non-ASCII character travels as ``\\uXXXX``.
+    """
+    text = (
+        2 * max_output_bytes
+        + MAX_ERROR_CHARS
+        + MAX_ERROR_TYPE_CHARS
+        + (MAX_WARNINGS + 1) * (MAX_WARNING_CHARS + 40)
+        + MAX_TRACE_PROBLEMS * MAX_TRACE_PROBLEM_CHARS
+    )
+    return wire.HeaderLimits(
+        max_bytes=MAX_OPS_PER_RUN * MAX_OP_BYTES + 6 * text + 65_536,
+        max_containers=MAX_OPS_PER_RUN * MAX_OP_CONTAINERS + 4 * MAX_WARNINGS + 4096,
+        max_items=MAX_OPS_PER_RUN * MAX_OP_ITEMS + 4 * MAX_WARNINGS + 16_384,
+    )
 
 
 class ImageRef(BaseModel):
@@ -86,7 +129,7 @@ class ResultFrame(BaseModel):
     trace_problems: list[str] = Field(default_factory=list, max_length=MAX_TRACE_PROBLEMS)
     bases: list[ImageBase] = Field(default_factory=list, max_length=4)
     images: list[OutputImageInfo] = Field(default_factory=list)
-    warnings: list[str] = Field(default_factory=list, max_length=1000)
+    warnings: list[str] = Field(default_factory=list, max_length=10 * MAX_WARNINGS)
     duration: float = 0.0
     cpu_seconds: float = 0.0
     session_alive: bool = True
@@ -170,7 +213,10 @@ class RunResult:
         max_image_pixels: int | None = None,
         schema: type[ResultFrame] = ResultFrame,
     ) -> RunResult:
-        """Validate a received result against ``schema``; raises ``ValueError`` or ``FrameError`` when malformed."""
+        """Validate a received result against ``schema``; raises ``ValueError`` or ``FrameError`` when malformed.
+
+        Text fields beyond their caps are cut, with a note, whatever the sender did.
+        """
         frame = schema.model_validate(header)
         if len(frame.images) != len(buffers):
             raise ValueError(f"result announces {len(frame.images)} images but carries {len(buffers)}")
@@ -183,14 +229,14 @@ class RunResult:
             status=frame.status,
             stdout=frame.stdout,
             stderr=frame.stderr,
-            error=frame.error,
-            error_type=frame.error_type,
+            error=None if frame.error is None else cap_text(frame.error, MAX_ERROR_CHARS),
+            error_type=None if frame.error_type is None else cap_text(frame.error_type, MAX_ERROR_TYPE_CHARS),
             images=images,
             image_info=frame.images,
             ops=frame.ops,
-            trace_problems=[problem[:MAX_TRACE_PROBLEM_CHARS] for problem in frame.trace_problems],
+            trace_problems=[cap_text(problem, MAX_TRACE_PROBLEM_CHARS) for problem in frame.trace_problems],
             bases=frame.bases,
-            warnings=frame.warnings,
+            warnings=cap_warnings(frame.warnings),
             duration=frame.duration,
             cpu_seconds=frame.cpu_seconds,
             stdout_omitted=frame.stdout_omitted,

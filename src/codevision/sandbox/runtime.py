@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageOps
 
 from codevision.sandbox import wire
 from codevision.sandbox.config import SandboxConfig
+from codevision.sandbox.results import MAX_ERROR_CHARS, MAX_ERROR_TYPE_CHARS, cap_text, cap_warnings
 from codevision.sandbox.tracing import CELL_PREFIX, TRACER, cell_filename
 
 TIMEOUT_REPEAT = 0.05
@@ -269,6 +270,11 @@ class Session:
         stderr, stderr_omitted = self.capture.collect("stderr")
         if TRACER.problems:
             self.warnings.append("op trace may be incomplete: " + "; ".join(TRACER.problems[:3]))
+        # Every text field is capped here and again by the host: model code controls them all.
+        if error is not None:
+            error = cap_text(error, MAX_ERROR_CHARS)
+        if error_type is not None:
+            error_type = cap_text(error_type, MAX_ERROR_TYPE_CHARS)
         header = {
             "type": "result",
             "status": status,
@@ -282,7 +288,7 @@ class Session:
             "trace_problems": list(TRACER.problems),
             "bases": bases or [],
             "images": [meta for meta, _ in self.outputs],
-            "warnings": self.warnings,
+            "warnings": cap_warnings(_texts(self.warnings)),
             "duration": duration,
             "cpu_seconds": time.process_time() - cpu_started,
         }
@@ -313,7 +319,7 @@ class Session:
         """Answer run requests until the host closes the connection or asks us to stop."""
         while True:
             try:
-                header, _ = wire.recv_frame(self.sock)
+                header, _ = wire.recv_frame(self.sock, limits=wire.FROM_HOST)
             except wire.FrameError:
                 return
             kind = header.get("type")
@@ -337,6 +343,13 @@ class Session:
                 wire.send_frame(self.sock, result, buffers)
             except OSError:
                 return
+
+
+def _texts(values: Any) -> list[str]:
+    """The warnings as strings, whatever model code put in their place."""
+    if not isinstance(values, list):
+        return [f"the warnings list was replaced by a {type(values).__name__}"]
+    return [value if isinstance(value, str) else f"a {type(value).__name__} in the warnings" for value in values]
 
 
 def _interrupt_model_line(frame: Any, event: str, arg: Any) -> Any:
@@ -383,7 +396,7 @@ def _hook_viewers(session: Session) -> None:
 def receive_inputs(sock: socket.socket) -> list[Image.Image] | None:
     """Wait for the session's input images; None when the host went away or sent something else."""
     try:
-        header, buffers = wire.recv_frame(sock)
+        header, buffers = wire.recv_frame(sock, limits=wire.FROM_HOST)
     except wire.FrameError:
         return None
     metas = header.get("images") or []

@@ -5,6 +5,17 @@ the kernel keyring (which outlives processes and would let one session leave dat
 later one), tracing and cross-process memory access, BPF, perf, userfaultfd, io_uring,
 and the calls that change mounts, namespaces or the running kernel. The filter denies by
 list rather than allowing by list, so ordinary Python, NumPy, OpenCV and subprocesses work.
+
+Three more channels are closed because concurrent sessions share inodes (the read-only root) or
+kernel objects outside their namespaces:
+
+* sockets of every address family but ``AF_UNIX`` (``EAFNOSUPPORT``): the network namespace
+  isolates IP and netlink, but not ``AF_VSOCK``, which reaches the host's and the hypervisor's
+  port space;
+* file change notifications (``inotify``, ``fanotify``, ``fcntl(F_NOTIFY)``), which would let a
+  session watch another read the shared files;
+* file locks and leases (``flock``, ``fcntl`` record, open-file-description and lease commands,
+  ``ENOLCK``), which another session could test on the same shared file.
 """
 
 from __future__ import annotations
@@ -28,8 +39,15 @@ _JGE_K = 0x35
 _X32_SYSCALL_BIT = 0x40000000
 _RET_K = 0x06
 
+# struct seccomp_data: nr, arch, instruction pointer, then six 64-bit arguments (low word first).
 _OFFSET_NR = 0
 _OFFSET_ARCH = 4
+_OFFSET_ARG0 = 16
+_OFFSET_ARG1 = 24
+
+_AF_UNIX = 1
+# fcntl commands: record locks, open-file-description locks, leases and directory notifications.
+_FCNTL_DENIED = (5, 6, 7, 36, 37, 38, 1024, 1025, 1026)  # F_GETLK..F_SETLKW, F_OFD_*, F_SETLEASE, F_GETLEASE, F_NOTIFY
 
 DENIED = (
     "add_key", "request_key", "keyctl",
@@ -43,6 +61,8 @@ DENIED = (
     "acct", "quotactl", "lookup_dcookie", "open_by_handle_at", "name_to_handle_at",
     "syslog", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "sethostname", "setdomainname",
     "personality", "vhangup", "iopl", "ioperm",
+    "inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "fanotify_init", "fanotify_mark",
+    "flock",
 )  # fmt: skip
 
 _X86_64 = {
@@ -56,6 +76,9 @@ _X86_64 = {
     "open_by_handle_at": 304, "name_to_handle_at": 303, "syslog": 103, "settimeofday": 164,
     "clock_settime": 227, "adjtimex": 159, "clock_adjtime": 305, "sethostname": 170, "setdomainname": 171,
     "personality": 135, "vhangup": 153, "iopl": 172, "ioperm": 173,
+    "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254, "inotify_rm_watch": 255,
+    "fanotify_init": 300, "fanotify_mark": 301, "flock": 73,
+    "socket": 41, "socketpair": 53, "fcntl": 72,
 }  # fmt: skip
 
 _AARCH64 = {
@@ -69,6 +92,9 @@ _AARCH64 = {
     "open_by_handle_at": 265, "name_to_handle_at": 264, "syslog": 116, "settimeofday": 170,
     "clock_settime": 112, "adjtimex": 171, "clock_adjtime": 266, "sethostname": 161, "setdomainname": 162,
     "personality": 92, "vhangup": 58,
+    "inotify_init1": 26, "inotify_add_watch": 27, "inotify_rm_watch": 28, "fanotify_init": 262,
+    "fanotify_mark": 263, "flock": 32,
+    "socket": 198, "socketpair": 199, "fcntl": 25,
 }  # fmt: skip
 
 # (audit architecture value, syscall table)
@@ -83,6 +109,27 @@ def _instruction(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k)
 
 
+_Instruction = tuple[int, "int | str", "int | str", int]
+
+
+def _assemble(program: list[_Instruction | str]) -> bytes:
+    """BPF from instructions whose jump targets may be labels (strings standing alone in the list)."""
+    labels: dict[str, int] = {}
+    instructions: list[_Instruction] = []
+    for item in program:
+        if isinstance(item, str):
+            labels[item] = len(instructions)
+        else:
+            instructions.append(item)
+    out = []
+    for position, (code, jt, jf, k) in enumerate(instructions):
+        offsets = [labels[target] - position - 1 if isinstance(target, str) else target for target in (jt, jf)]
+        if not all(0 <= offset <= 255 for offset in offsets):
+            raise ValueError(f"seccomp jump out of range at instruction {position}")
+        out.append(_instruction(code, offsets[0], offsets[1], k))
+    return b"".join(out)
+
+
 def build_filter(machine: str | None = None) -> bytes:
     """The BPF program for this machine; raises ``OSError`` on an architecture we have no table for."""
     machine = machine or platform.machine()
@@ -90,21 +137,33 @@ def build_filter(machine: str | None = None) -> bytes:
         raise OSError(f"no seccomp syscall table for architecture {machine}")
     audit_arch, table = _ARCHES[machine]
     numbers = sorted({table[name] for name in DENIED if name in table})
-    deny = _SECCOMP_RET_ERRNO | errno.ENOSYS
-    program = [
-        _instruction(_LD_W_ABS, 0, 0, _OFFSET_ARCH),
+    program: list[_Instruction | str] = [
+        (_LD_W_ABS, 0, 0, _OFFSET_ARCH),
         # A foreign-ABI call (e.g. 32-bit on x86_64) would bypass the table: refuse it outright.
-        _instruction(_JEQ_K, 1, 0, audit_arch),
-        _instruction(_RET_K, 0, 0, deny),
-        _instruction(_LD_W_ABS, 0, 0, _OFFSET_NR),
-        _instruction(_JGE_K, len(numbers) + 1, 0, _X32_SYSCALL_BIT),
+        (_JEQ_K, 1, 0, audit_arch),
+        (_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOSYS),
+        (_LD_W_ABS, 0, 0, _OFFSET_NR),
+        (_JGE_K, "enosys", 0, _X32_SYSCALL_BIT),
+        (_JEQ_K, "family", 0, table["socket"]),
+        (_JEQ_K, "family", 0, table["socketpair"]),
+        (_JEQ_K, "fcntl", 0, table["fcntl"]),
+        *((_JEQ_K, "enosys", 0, number) for number in numbers),
+        (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+        "family",
+        (_LD_W_ABS, 0, 0, _OFFSET_ARG0),
+        (_JEQ_K, "allow", 0, _AF_UNIX),
+        (_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT),
+        "fcntl",
+        (_LD_W_ABS, 0, 0, _OFFSET_ARG1),
+        *((_JEQ_K, "enolck", 0, command) for command in _FCNTL_DENIED),
+        "allow",
+        (_RET_K, 0, 0, _SECCOMP_RET_ALLOW),
+        "enolck",
+        (_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOLCK),
+        "enosys",
+        (_RET_K, 0, 0, _SECCOMP_RET_ERRNO | errno.ENOSYS),
     ]
-    for index, number in enumerate(numbers):
-        remaining = len(numbers) - index - 1
-        program.append(_instruction(_JEQ_K, remaining + 1, 0, number))
-    program.append(_instruction(_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
-    program.append(_instruction(_RET_K, 0, 0, deny))
-    return b"".join(program)
+    return _assemble(program)
 
 
 def install(program: bytes) -> None:

@@ -51,7 +51,9 @@ logger = logging.getLogger("codevision.sandbox.service")
 # A session request's JSON header only describes its images, so it stays small.
 _SESSION_HEADER_LIMIT = 64 * 1024
 # A run request is one code cell; far larger bodies are mistakes or abuse.
-_RUN_BODY_LIMIT = 4 * 1024 * 1024
+# A run body is the code cell as JSON: at most six bytes per character of it, plus the other fields.
+_RUN_BODY_LIMIT = 6 * wire.MAX_CODE_BYTES + 4096
+_RUN_LIMITS = wire.HeaderLimits(max_bytes=_RUN_BODY_LIMIT, max_containers=4, max_items=8)
 # The ceiling SandboxConfig.timeout accepts, applied to per-request timeouts as well.
 _MAX_RUN_TIMEOUT = 3600.0
 # Closed session ids remembered so that late requests learn why (410) instead of getting 404.
@@ -330,16 +332,17 @@ class _Handler(TrackedHandler):
         images = []
         for index, (meta, data) in enumerate(zip(metas, buffers, strict=True)):
             try:
-                image = wire.decode_image(meta, data)
+                # The declared size is checked before anything is decoded: a 1-bit image is 8 pixels a byte.
+                _, width, height = wire.image_layout(meta)
+                if width * height > config.max_input_pixels:
+                    raise _HTTPError(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"input image {index} has {width}x{height} pixels, above the server's "
+                        f"max_input_pixels={config.max_input_pixels}; downscale it",
+                    )
+                images.append(wire.decode_image(meta, data))
             except wire.FrameError as exc:
                 raise _HTTPError(HTTPStatus.BAD_REQUEST, f"field 'images[{index}]': {exc}") from exc
-            if image.width * image.height > config.max_input_pixels:
-                raise _HTTPError(
-                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                    f"input image {index} has {image.width}x{image.height} pixels, above the server's "
-                    f"max_input_pixels={config.max_input_pixels}; downscale it",
-                )
-            images.append(image)
         timeout = _optional_timeout(header.get("timeout"), "timeout")
         session_id = service.open_session(images, timeout)
         self._send_json(
@@ -350,8 +353,8 @@ class _Handler(TrackedHandler):
     def _run(self, session_id: str) -> None:
         body = self._read_body(_RUN_BODY_LIMIT, "a run request", "send smaller code cells")
         try:
-            payload = json.loads(body)
-        except ValueError as exc:
+            payload = wire.parse_header(body, _RUN_LIMITS)
+        except wire.FrameError as exc:
             raise _HTTPError(HTTPStatus.BAD_REQUEST, f'the body must be JSON {{"code": str}}: {exc}') from exc
         if not isinstance(payload, dict):
             raise _HTTPError(HTTPStatus.BAD_REQUEST, 'the body must be a JSON object {"code": str}')
@@ -421,9 +424,12 @@ class SandboxServer:
 
     @property
     def max_session_bytes(self) -> int:
-        """Largest session request accepted, decided from Content-Length before reading the body."""
-        per_image = 8 + self.sandbox.config.max_input_pixels * 4  # length field + 4 bytes/pixel at most
-        return 8 + _SESSION_HEADER_LIMIT + self.max_images * per_image
+        """Largest session request accepted, decided from Content-Length before reading the body: the inputs
+        at their largest, and never more than a session's memory could hold."""
+        config = self.sandbox.config
+        per_image = 8 + config.max_input_pixels * 4  # length field + 4 bytes/pixel at most
+        pixels = min(self.max_images * per_image, config.memory_mb * 1024 * 1024)
+        return 8 + _SESSION_HEADER_LIMIT + pixels
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> SandboxServer:

@@ -9,11 +9,14 @@ malformed frame raises :class:`FrameError` instead of crashing or hanging the re
 from __future__ import annotations
 
 import json
+import math
+import re
 import select
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
@@ -21,8 +24,11 @@ from PIL import Image
 _PREFIX = struct.Struct("<II")  # header length, number of buffers
 _LENGTH = struct.Struct("<Q")
 
-MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_BUFFERS = 4096
+#: Largest code cell a run accepts.
+MAX_CODE_BYTES = 4 * 1024 * 1024
+#: Largest image side that can cross the wire (PIL's own limits are far beyond what a session may return).
+MAX_IMAGE_SIDE = 1 << 16
 
 # Modes whose raw layout is stable and self-describing; anything else is converted first.
 BYTES_PER_PIXEL = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 2, "I": 4, "F": 4}
@@ -31,6 +37,28 @@ WIRE_MODES = frozenset(BYTES_PER_PIXEL) | {"1"}
 
 class FrameError(Exception):
     """The peer sent something that is not a valid frame (or the connection broke)."""
+
+
+@dataclass(frozen=True)
+class HeaderLimits:
+    """What a frame header may hold, checked before it is parsed: a header of a million ``[]`` is a few
+    megabytes of text but a gigabyte of Python objects, and a 5,000-digit number costs seconds to read.
+
+    ``max_containers`` bounds the arrays and objects, ``max_items`` the commas between elements (both
+    counted outside strings), ``max_number_chars`` the length of one number.
+    """
+
+    max_bytes: int = 1 << 20
+    max_containers: int = 1 << 12
+    max_items: int = 1 << 14
+    max_number_chars: int = 32
+
+
+#: For frames whose content is small: session requests and answers other than results, service bodies.
+SMALL = HeaderLimits()
+#: For what a session reads from its host: a code cell may be long; a session may hold many images.
+FROM_HOST = HeaderLimits(max_bytes=MAX_CODE_BYTES * 6 + (1 << 20), max_containers=1 << 16, max_items=1 << 16)
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class FrameTimeout(FrameError):
@@ -67,15 +95,21 @@ def encode_image(image: Image.Image) -> tuple[dict[str, Any], bytes]:
     return {"mode": image.mode, "size": [image.width, image.height]}, image.tobytes()
 
 
-def decode_image(meta: dict[str, Any], data: bytes | bytearray | memoryview) -> Image.Image:
-    """Rebuild an image from :func:`encode_image` output, validating the declared layout."""
+def image_layout(meta: Any) -> tuple[str, int, int]:
+    """The mode and size an image's metadata declares, validated, so sizes can be checked before decoding."""
     try:
         mode = meta["mode"]
         width, height = (int(v) for v in meta["size"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise FrameError(f"image metadata is malformed: {meta!r}") from exc
-    if mode not in WIRE_MODES or width < 0 or height < 0:
-        raise FrameError(f"image metadata is invalid: mode={mode!r} size={width}x{height}")
+        raise FrameError(f"image metadata is malformed: {str(meta)[:200]}") from exc
+    if mode not in WIRE_MODES or not (0 <= width <= MAX_IMAGE_SIDE and 0 <= height <= MAX_IMAGE_SIDE):
+        raise FrameError(f"image metadata is invalid: mode={str(mode)[:20]!r} size={width}x{height}")
+    return mode, width, height
+
+
+def decode_image(meta: dict[str, Any], data: bytes | bytearray | memoryview) -> Image.Image:
+    """Rebuild an image from :func:`encode_image` output, validating the declared layout."""
+    mode, width, height = image_layout(meta)
     if len(data) != raw_size(mode, width, height):
         raise FrameError(
             f"image buffer holds {len(data)} bytes but a {mode} image of {width}x{height} needs "
@@ -141,30 +175,65 @@ class _Reader:
         return buf
 
 
-def parse_prefix(prefix: bytes | bytearray, max_total: int) -> tuple[int, int]:
+def parse_prefix(prefix: bytes | bytearray, max_total: int, limits: HeaderLimits) -> tuple[int, int]:
     header_len, n_buffers = _PREFIX.unpack(prefix)
-    if header_len > min(MAX_HEADER_BYTES, max_total) or n_buffers > MAX_BUFFERS:
+    if header_len > min(limits.max_bytes, max_total) or n_buffers > MAX_BUFFERS:
         raise FrameError(f"frame declares an implausible size (header {header_len} B, {n_buffers} buffers)")
     return header_len, n_buffers
 
 
-def parse_header(body: bytes | bytearray) -> dict[str, Any]:
+def _number(limit: int, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        if len(text) > limit:
+            raise FrameError(f"frame header holds a number of {len(text)} characters (at most {limit})")
+        value = convert(text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FrameError(f"frame header holds a number out of range: {text}")
+        return value
+
+    return parse
+
+
+def _no_constant(name: str) -> Any:
+    raise FrameError(f"frame header holds {name}, which is not a number")
+
+
+def parse_header(body: bytes | bytearray | memoryview, limits: HeaderLimits = SMALL) -> dict[str, Any]:
+    """The JSON object of a frame header, within ``limits``; :class:`FrameError` for anything else."""
+    data = bytes(body)
+    if len(data) > limits.max_bytes:
+        raise FrameError(f"frame header of {len(data)} bytes exceeds the limit of {limits.max_bytes}")
+    skeleton = _STRINGS.sub(b'""', data)  # what is left is structure: brackets and commas in text do not count
+    containers = skeleton.count(b"[") + skeleton.count(b"{")
+    if containers > limits.max_containers:
+        raise FrameError(f"frame header opens {containers} arrays and objects (at most {limits.max_containers})")
+    items = skeleton.count(b",")
+    if items > limits.max_items:
+        raise FrameError(f"frame header lists {items} items (at most {limits.max_items})")
     try:
-        header = json.loads(bytes(body))
+        header = json.loads(
+            data.decode("ascii"),
+            parse_int=_number(limits.max_number_chars, int),
+            parse_float=_number(limits.max_number_chars, float),
+            parse_constant=_no_constant,
+        )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FrameError(f"frame header is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise FrameError("frame header nests deeper than a frame can") from exc
     if not isinstance(header, dict):
         raise FrameError("frame header is not a JSON object")
     return header
 
 
 def recv_frame(
-    sock: socket.socket, *, deadline: float | None = None, max_total: int = 1 << 34
+    sock: socket.socket, *, deadline: float | None = None, max_total: int = 1 << 34, limits: HeaderLimits = SMALL
 ) -> tuple[dict[str, Any], list[bytearray]]:
-    """Read one frame; ``max_total`` bounds header plus buffers before anything is allocated."""
+    """Read one frame; ``max_total`` bounds header plus buffers and ``limits`` the header, before anything is
+    allocated or parsed."""
     reader = _Reader(sock, deadline)
-    header_len, n_buffers = parse_prefix(reader.exact(_PREFIX.size), max_total)
-    header = parse_header(reader.exact(header_len))
+    header_len, n_buffers = parse_prefix(reader.exact(_PREFIX.size), max_total, limits)
+    header = parse_header(reader.exact(header_len), limits)
     lengths = [_LENGTH.unpack_from(reader.exact(_LENGTH.size))[0] for _ in range(n_buffers)]
     if header_len + sum(lengths) > max_total:
         raise FrameError(f"frame of {header_len + sum(lengths)} bytes exceeds the limit of {max_total}")
@@ -172,15 +241,15 @@ def recv_frame(
 
 
 def unpack(
-    data: bytes | bytearray | memoryview, *, max_total: int = 1 << 34
+    data: bytes | bytearray | memoryview, *, max_total: int = 1 << 34, limits: HeaderLimits = SMALL
 ) -> tuple[dict[str, Any], list[memoryview]]:
     """Parse a frame held fully in memory (an HTTP body)."""
     view = memoryview(data)
     if len(view) < _PREFIX.size:
         raise FrameError("frame is shorter than its prefix")
-    header_len, n_buffers = parse_prefix(view[: _PREFIX.size], max_total)
+    header_len, n_buffers = parse_prefix(view[: _PREFIX.size], max_total, limits)
     offset = _PREFIX.size
-    header = parse_header(view[offset : offset + header_len])
+    header = parse_header(view[offset : offset + header_len], limits)
     offset += header_len
     lengths = []
     for _ in range(n_buffers):

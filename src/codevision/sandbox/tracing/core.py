@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import weakref
 from types import FrameType
@@ -10,7 +11,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from codevision.sandbox.results import MAX_OPS_PER_RUN, MAX_TRACE_PROBLEM_CHARS, MAX_TRACE_PROBLEMS
+from codevision.sandbox.results import (
+    MAX_OP_BYTES,
+    MAX_OP_CONTAINERS,
+    MAX_OP_ITEMS,
+    MAX_OPS_PER_RUN,
+    MAX_TRACE_PROBLEM_CHARS,
+    MAX_TRACE_PROBLEMS,
+)
 
 CELL_PREFIX = "<cell "
 
@@ -195,9 +203,32 @@ class Tracer:
             op["operand"] = operand
         if result is not None:
             op["result"] = result
-        self.ops.append(op)
+        self.ops.append(_bounded(op))
         if self.full:
             self.note(f"reached the limit of {self.max_ops} ops in one run; later ones are not recorded")
+
+
+def _footprint(value: Any) -> tuple[int, int, int]:
+    """Bytes, arrays and objects, and commas of ``value`` as a result header carries it."""
+    text = json.dumps(value, separators=(",", ":"))
+    return len(text), text.count("[") + text.count("{"), text.count(",")
+
+
+def _fits(value: Any) -> bool:
+    size, containers, items = _footprint(value)
+    return size <= MAX_OP_BYTES and containers <= MAX_OP_CONTAINERS and items <= MAX_OP_ITEMS
+
+
+def _bounded(op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` within a result header's budget for one op: oversized arguments are replaced by what they were."""
+    if _fits(op):
+        return op
+    args = {
+        key: value if _footprint(value)[0] <= 256 else f"{type(value).__name__} too large to record"
+        for key, value in op["args"].items()
+    }
+    op = {**op, "args": args}
+    return op if _fits(op) else {**op, "args": {"omitted": f"{len(args)} arguments too large to record"}}
 
 
 TRACER = Tracer()
