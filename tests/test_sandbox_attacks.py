@@ -14,7 +14,6 @@ import io
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
 import textwrap
@@ -495,24 +494,43 @@ def test_cpu_budget_exhaustion_is_named_in_the_error(cpu_sb: Sandbox) -> None:
 
 
 @pytest.mark.slow
-def test_cpu_hog_in_a_child_process_is_killed_alone(cpu_sb: Sandbox) -> None:
-    """A forked child that spins and ignores SIGXCPU is killed by the kernel; its parent,
-    the session, survives."""
+def test_forked_spinners_share_the_session_budget(cpu_sb: Sandbox) -> None:
+    """Three forked children spinning (ignoring SIGXCPU) used to get the full budget each; the session's
+    processes together are held to one budget, and the whole session is killed when it is spent."""
     program = code("""
-        import os, signal
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGXCPU, signal.SIG_IGN)
-            while True:
-                pass
-        _, status = os.waitpid(pid, 0)
-        print(os.WIFSIGNALED(status), os.WTERMSIG(status))
+        import os, signal, time
+        for _ in range(3):
+            if os.fork() == 0:
+                signal.signal(signal.SIGXCPU, signal.SIG_IGN)
+                while True:
+                    pass
+        time.sleep(7)
     """)
+    budget = cpu_sb.config.session_cpu_seconds
     with cpu_sb.session() as s:
         r = s.run(program)
-        assert r.status == "ok", r
-        assert r.stdout == f"True {int(signal.SIGKILL)}\n"
-        assert_serving(cpu_sb, s)
+        assert r.status == "crashed", r
+        assert f"CPU-time budget of {budget} s" in (r.error or ""), r.error
+        used = float(r.error.split("(")[-1].split(" s)")[0])  # type: ignore[union-attr]
+        assert budget <= used < budget + 1.0, r.error
+        assert r.duration < cpu_sb.config.timeout
+        assert_dead(s)
+    assert_serving(cpu_sb)
+
+
+@pytest.mark.slow
+def test_background_work_between_runs_is_counted(cpu_sb: Sandbox) -> None:
+    """Children left spinning when their run returned keep spending the session's budget (each alone stays
+    under the per-process limit): the session is killed while idle, and the next run says why."""
+    spin = "import os\nfor _ in range(2):\n    if os.fork() == 0:\n        while True:\n            pass\n"
+    with cpu_sb.session() as s:
+        started = s.run(spin + "print('returned')")
+        assert started.stdout == "returned\n"
+        time.sleep(2.5)
+        r = s.run("print('next')")
+        assert r.status == "crashed" and "CPU-time budget" in (r.error or ""), r
+        assert_dead(s)
+    assert_serving(cpu_sb)
 
 
 INTERRUPTIBLE = {

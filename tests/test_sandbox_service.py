@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import queue
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
@@ -389,3 +392,60 @@ def test_lineage_survives_the_service(remote: RemoteSandbox) -> None:
     assert turned is not None and crop is not None and turned.status == crop.status == "verified"
     # The crop of the turned image (90x120) at x 10..50, y 20..60 is input x 60..100, y 10..50.
     assert crop.box == pytest.approx((60.0, 10.0, 100.0, 50.0)) and crop.angle == 90.0
+
+
+def png_claiming(width: int, height: int) -> Image.Image:
+    """A lazily opened PNG whose header claims ``width`` x ``height``: decoding it would expand a bomb."""
+    buffer = io.BytesIO()
+    Image.new("1", (8, 8)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    return Image.open(io.BytesIO(bytes(data)))
+
+
+def test_declared_sizes_are_checked_before_anything_is_decoded(
+    server: SandboxServer, remote: RemoteSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[tuple[int, int]] = []
+    original = wire.decode_image
+    monkeypatch.setattr(wire, "decode_image", lambda meta, data: decoded.append(meta["size"]) or original(meta, data))
+    # 1 bit a pixel: 125 KB of body, a million pixels (ten times the server's budget) once decoded.
+    meta, data = wire.encode_image(Image.new("1", (1000, 1000)))
+    status, _, reply = raw(
+        server.url, "POST", "/v1/sessions", b"".join(wire.pack({"images": [meta]}, [data])),
+        {**AUTH, "Content-Type": FRAME_CONTENT_TYPE},
+    )  # fmt: skip
+    assert status == 413 and "max_input_pixels" in error_of(reply)
+    assert decoded == []
+    # The client refuses a PNG bomb from its header, before decoding or sending it.
+    bomb = png_claiming(12_000, 12_000)
+    opened = server.status()["remote_sessions"]
+    with pytest.raises(ValueError, match="max_input_pixels"):
+        RemoteSandbox(server.url, TOKEN, max_input_pixels=MAX_INPUT_PIXELS).session(images=[bomb]).open()
+    assert server.status()["remote_sessions"] == opened
+    # A session request can never be larger than a session's memory could hold.
+    assert server.max_session_bytes <= server.sandbox.config.memory_mb * 2**20 + 2**17
+
+
+def test_a_deeply_nested_run_body_is_a_400(server: SandboxServer, remote: RemoteSandbox) -> None:
+    with remote.session() as session:
+        run_path = f"/v1/sessions/{session.session_id}/run"
+        for body in (b'{"code": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", b'{"code": [' + b"[]," * 100_000 + b"[]]}"):
+            status, _, data = raw(server.url, "POST", run_path, body, AUTH)
+            assert status == 400 and "must be JSON" in error_of(data)
+        assert session.run("print('unharmed')").stdout == "unharmed\n"
+
+
+def test_serve_takes_a_queue_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from codevision.cli import app
+
+    seen: list[SandboxConfig] = []
+    monkeypatch.setattr("codevision.sandbox.service.serve", lambda *args, **kwargs: seen.append(args[3]))
+    result = CliRunner().invoke(app, ["sandbox", "serve", "--token", TOKEN, "--queue-timeout", "2.5"])
+    assert result.exit_code == 0, result.output
+    assert seen[0].queue_timeout == 2.5
+    assert "--queue-timeout" in CliRunner().invoke(app, ["sandbox", "serve", "--help"]).output

@@ -4,6 +4,9 @@ rlimits bound a process's address space, but not memory a session holds outside 
 files in its tmpfs, ``memfd`` buffers, pipe buffers, or the sum over its processes. A
 memory cgroup charges all of that to the session, and a pids cgroup bounds its process
 tree independently of uids. Each session gets its own group under one group per fork server.
+Where the hierarchy accounts CPU time (v1 ``cpuacct``, every v2 group's ``cpu.stat``), the
+session's group also gives the CPU time of all its processes together, which the fork server
+holds against the session's CPU budget.
 """
 
 from __future__ import annotations
@@ -45,12 +48,19 @@ class CgroupLimiter:
     def create(cls, name: str) -> CgroupLimiter:
         """Set up the fork server's group; raises ``OSError`` saying why cgroups cannot be used."""
         own = _own_paths()
-        v1 = {c: os.path.join(CGROUP_ROOT, c) for c in ("memory", "pids")}
-        if all(os.path.isfile(os.path.join(path, "cgroup.procs")) for path in v1.values()):
+        v1 = {c: os.path.join(CGROUP_ROOT, c) for c in ("memory", "pids", "cpuacct")}
+        if all(os.path.isfile(os.path.join(v1[c], "cgroup.procs")) for c in ("memory", "pids")):
             bases = {}
             for controller, root in v1.items():
+                if controller == "cpuacct" and not os.path.isfile(os.path.join(root, "cpuacct.usage")):
+                    continue  # CPU accounting is optional: without it, the fork server sums /proc instead
                 base = os.path.join(root + own.get(controller, "/").rstrip("/"), name)
-                os.makedirs(base, exist_ok=True)
+                try:
+                    os.makedirs(base, exist_ok=True)
+                except OSError:
+                    if controller == "cpuacct":
+                        continue
+                    raise
                 bases[controller] = base
             return cls(bases, 1)
         controllers_file = os.path.join(CGROUP_ROOT, "cgroup.controllers")
@@ -63,7 +73,7 @@ class CgroupLimiter:
             base = os.path.join(parent, name)
             os.makedirs(base, exist_ok=True)
             _write(os.path.join(base, "cgroup.subtree_control"), "+memory +pids")
-            return cls({"memory": base, "pids": base}, 2)
+            return cls({"memory": base, "pids": base, "cpuacct": base}, 2)
         raise OSError("no cgroup hierarchy with memory and pids controllers is mounted")
 
     def prepare_session(self, slot: int, memory_bytes: int, max_pids: int) -> list[str]:
@@ -86,6 +96,28 @@ class CgroupLimiter:
         _write(os.path.join(pids_dir, "pids.max"), str(max_pids))
         self._sessions[slot] = dirs
         return dirs
+
+    def cpu_seconds(self, slot: int) -> float | None:
+        """CPU time used by every process of the session so far (None: this hierarchy does not account it)."""
+        base = self.bases.get("cpuacct")
+        dirs = self._sessions.get(slot)
+        if base is None or not dirs:
+            return None
+        path = next((d for d in dirs if os.path.dirname(d) == base), None)
+        if path is None:
+            return None
+        try:
+            if self.version == 1:
+                with open(os.path.join(path, "cpuacct.usage")) as fh:
+                    return int(fh.read()) / 1e9
+            with open(os.path.join(path, "cpu.stat")) as fh:
+                for line in fh:
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        return int(value) / 1e6
+        except (OSError, ValueError):
+            return None
+        return None
 
     @staticmethod
     def join(dirs: list[str]) -> None:

@@ -59,8 +59,13 @@ def describe_exit(info: dict[str, Any], config: SandboxConfig) -> str:
     if info.get("oom_killed"):
         return f"the session ran out of memory (limit {config.memory_mb} MiB) and was killed by the kernel"
     sig = info.get("signal")
-    if sig in (signal.SIGKILL, signal.SIGXCPU) and info.get("cpu_seconds", 0) >= config.session_cpu_seconds:
-        return f"the session used up its CPU-time budget of {config.session_cpu_seconds} s and was killed"
+    if info.get("cpu_exhausted") or (
+        sig in (signal.SIGKILL, signal.SIGXCPU) and info.get("cpu_seconds", 0) >= config.session_cpu_seconds
+    ):
+        return (
+            f"the session's processes used up its CPU-time budget of {config.session_cpu_seconds} s "
+            f"({info.get('cpu_seconds', 0):g} s) and it was killed"
+        )
     if sig:
         try:
             name = signal.Signals(sig).name
@@ -311,6 +316,8 @@ class Session(SessionAPI):
         assert sock is not None
         self.runs += 1
         if wire.has_pending_data(sock):
+            if wire.peer_closed(sock):  # it died between runs (its CPU budget, a background process's crash)
+                return self._dead_result("crashed", self._kill_and_describe(grace=EXIT_GRACE), started)
             # Bytes the session sent unasked: model code writing to the session's socket itself.
             self._kill_and_describe()
             return self._dead_result("crashed", "the session sent data it was not asked for and was killed", started)

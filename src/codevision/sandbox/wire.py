@@ -142,6 +142,16 @@ def has_pending_data(sock: socket.socket) -> bool:
     return bool(readable)
 
 
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether a readable socket is readable because the peer went away, not because it sent something."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 class _Reader:
     """Reads exact byte counts from a socket, honouring an optional absolute deadline."""
 

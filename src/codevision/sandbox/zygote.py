@@ -20,7 +20,11 @@ import time
 from collections import deque
 from typing import Any
 
+from codevision.sandbox.accounting import process_tree
+
 CONTROL_MESSAGE_BYTES = 1 << 20
+#: How often the CPU time of every live session is held against its budget.
+CPU_POLL_SECONDS = 0.1
 
 
 def _preload() -> None:
@@ -106,6 +110,8 @@ class ForkServer:
         self.live: dict[int, int] = {}  # pid -> slot
         self.uids: dict[int, int] = {}  # pid -> uid
         self.exits: dict[int, dict[str, Any]] = {}
+        self.spent: dict[int, float] = {}  # pid -> CPU seconds when its session was killed for its budget
+        self.checked = 0.0
         self.free_slots = list(range(1023, -1, -1))
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -151,6 +157,9 @@ class ForkServer:
             "oom_killed": False,
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
         }
+        if pid in self.spent:
+            info["cpu_exhausted"] = True
+            info["cpu_seconds"] = round(max(info["cpu_seconds"], self.spent.pop(pid)), 3)
         if slot is not None:
             self.free_slots.append(slot)
             cgroups = self.confiner.cgroups
@@ -196,6 +205,27 @@ class ForkServer:
         info["killed"] = killed
         return info
 
+    def _enforce_cpu_budgets(self) -> None:
+        """Kill every session whose processes together used up its CPU budget, between runs too."""
+        self.checked = time.monotonic()
+        budget = self.confiner.config.session_cpu_seconds
+        cgroups = self.confiner.cgroups
+        for pid, slot in list(self.live.items()):
+            if pid in self.spent:
+                continue
+            used = cgroups.cpu_seconds(slot) if cgroups is not None else None
+            tree = None
+            if used is None:
+                tree = process_tree(pid)
+                used = sum(tree.values())
+            if used < budget:
+                continue
+            self.spent[pid] = used
+            # Without a PID namespace the session's children would outlive it: kill the whole tree.
+            for member in tree or process_tree(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(member, signal.SIGKILL)
+
     def _handle(self, request: dict[str, Any]) -> bool:
         op = request.get("op")
         if op == "spawn":
@@ -231,7 +261,11 @@ class ForkServer:
         while running:
             cgroups = self.confiner.cgroups
             timeout = 0.0 if len(self.idle) < self.prefork else (1.0 if cgroups and cgroups.pending else None)
+            if self.live:
+                timeout = CPU_POLL_SECONDS if timeout is None else min(timeout, CPU_POLL_SECONDS)
             readable, _, _ = select.select([self.control, self.wake_r], [], [], timeout)
+            if self.live and time.monotonic() - self.checked >= CPU_POLL_SECONDS:
+                self._enforce_cpu_budgets()
             if self.wake_r in readable:
                 os.read(self.wake_r, 4096)
                 self._reap()
