@@ -1996,3 +1996,31 @@ def test_host_survives_a_burst_of_hostile_sessions(sb: Sandbox) -> None:
         t.join(30)
     assert {name: r.status in programs[name][1] for name, r in results.items()} == dict.fromkeys(programs, True)
     assert_serving(sb)
+
+
+def test_sessions_see_neither_host_details_nor_the_project_beyond_the_sandbox(sb: Sandbox) -> None:
+    """The kernel command line is empty, the cgroup paths are the session's own root, and of the
+    codevision package only the sandbox (what a session runs) is there: no rewards, no scorers."""
+    program = code("""
+        import json, os, codevision
+        package = os.path.dirname(codevision.__file__)
+        out = {'cmdline': open('/proc/cmdline').read(), 'package': sorted(os.listdir(package))}
+        out['cgroups'] = sorted({line.rstrip().split(':', 2)[2] for line in open('/proc/self/cgroup')})
+        try:
+            import codevision.rewards
+            out['rewards'] = 'imported'
+        except ImportError as exc:
+            out['rewards'] = type(exc).__name__
+        out['reward_source'] = os.path.exists(os.path.join(package, 'rewards', 'codevision.py'))
+        print(json.dumps(out))
+    """)
+    available = sb.status()["isolation"]["available"]
+    with sb.session() as s:
+        out = last_json(s.run(program))
+        if available.get("mount_namespace"):
+            assert out["cmdline"] == ""
+            assert out["package"] == ["__init__.py", "sandbox"]
+            assert out["rewards"] == "ModuleNotFoundError" and out["reward_source"] is False
+        if available.get("cgroups"):
+            assert out["cgroups"] == ["/"]
+        assert_serving(sb, s)

@@ -29,6 +29,8 @@ from codevision.sandbox import linux, seccomp
 from codevision.sandbox.cgroups import CgroupLimiter
 from codevision.sandbox.config import SandboxConfig
 
+#: The codevision package as the host sees it; sessions see only its sandbox part.
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a session needs from /etc: the dynamic loader cache, fonts and time zone.
 ETC_FILES = (
     "/etc/ld.so.cache",
@@ -122,6 +124,7 @@ class Confiner:
         self.pidns_fd: int | None = None
         self.child_flags = 0
         self.paths_under_tmp: list[str] = []
+        self.package_under_tmp = False
         self.cgroups: CgroupLimiter | None = None
         self.seccomp_program: bytes | None = None
         self.server_pid = os.getpid()
@@ -223,6 +226,9 @@ class Confiner:
             self.report.mark("cgroups", False, str(exc))
             return
         self.report.mark("cgroups", True)
+        # A cgroup namespace rooted at the session's own group: /proc/self/cgroup no longer shows host paths.
+        if not _probe_in_child(functools.partial(linux.unshare, linux.CLONE_NEWCGROUP)):
+            self.child_flags |= linux.CLONE_NEWCGROUP
 
     def _apply_disabled_layers(self) -> None:
         flags = {
@@ -304,6 +310,9 @@ class Confiner:
             else:
                 self._bind(path)
             bound.append(path)
+        self.package_under_tmp = _under(PACKAGE_DIR, "/tmp")
+        if not self.package_under_tmp:
+            self._hide_package_sources()
         dev = root + "/dev"
         os.makedirs(dev)
         linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "mode=0755,size=64k")
@@ -322,6 +331,20 @@ class Confiner:
         os.chmod(root + "/tmp", 0o1777)
         linux.mount(None, dev, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NOEXEC)
         linux.mount(None, root, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
+
+    def _hide_package_sources(self) -> None:
+        """Cover the codevision package with an empty directory holding only what a session runs.
+
+        A session needs the sandbox package (already imported, but a cell may import more of it) and
+        nothing else of codevision: how rewards and scorers work is none of its business.
+        """
+        target = self.rootfs + PACKAGE_DIR
+        if not os.path.isdir(target):
+            return
+        linux.mount("tmpfs", target, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "mode=0755,size=64k")
+        self._bind(os.path.join(PACKAGE_DIR, "__init__.py"))
+        self._bind(os.path.join(PACKAGE_DIR, "sandbox"))
+        linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV)
 
     @staticmethod
     def new_session_uid() -> int:
@@ -427,7 +450,12 @@ class Confiner:
         )
         for path in self.paths_under_tmp:
             self._bind(path)
+        if self.package_under_tmp:
+            self._hide_package_sources()
         linux.mount("proc", root + "/proc", "proc", flags, "hidepid=2")
+        # The kernel command line describes the host, not the session.
+        linux.mount("/dev/null", root + "/proc/cmdline", None, linux.MS_BIND)
+        linux.mount(None, root + "/proc/cmdline", None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY)
 
     def _set_limits(self) -> None:
         cfg = self.config
