@@ -21,7 +21,7 @@ from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
 from codevision.task import Task
 from codevision.trajectory import Trajectory
-from tests.conftest import gradient_image
+from tests.conftest import gradient_image, tool_call
 
 
 async def exact(task: Task, trajectory: Trajectory) -> dict[str, Any]:
@@ -210,3 +210,32 @@ def test_compare_puts_two_runs_side_by_side(tmp_path: Path) -> None:
     rows = {row["group"]: row for row in compare(tmp_path / "a", tmp_path / "b")}
     assert rows["overall"] == {"group": "overall", "a": 50.0, "b": 50.0, "diff": 0.0}
     assert rows["transform rotate_90"]["a"] == 50.0
+
+
+def test_code_that_crashes_its_session_never_fails_the_item(tmp_path: Path) -> None:
+    """A forged, deeply nested result frame (it used to throw RecursionError out of the sandbox) and a
+    segfault: the episode goes on in a fresh session, and the item is scored rather than dropped."""
+    forge = textwrap.dedent("""
+        import os, struct
+        fd = next(int(f) for f in os.listdir('/proc/self/fd')
+                  if os.readlink(f'/proc/self/fd/{f}').startswith('socket:'))
+        body = b'{"x":' + b'[' * 200000 + b']' * 200000 + b'}'
+        os.write(fd, struct.pack('<II', len(body), 0) + body)
+    """)
+    crash = "import ctypes\nctypes.string_at(0)"
+    task = Task.from_images([gradient_image(40, 30)], id="c1", question="q", answers=["x"])
+    replies = [tool_call(forge), tool_call(crash), "<answer>x</answer>"]
+    with Sandbox(workers=1) as sandbox:
+        store = asyncio.run(
+            evaluate(
+                [EvalItem(task)],
+                policy=ScriptedPolicy(replies),
+                sandbox=sandbox,
+                protocol=get_protocol("codevision"),
+                scorer=exact,
+                out=tmp_path / "run",
+            )
+        )
+    record = store.records["c1@none"]
+    assert record["status"] == "done" and record["correct"] is True, record
+    assert record["tool_errors"] == 2

@@ -260,14 +260,14 @@ class RemoteSandbox:
 
     def _json(self, data: bytes) -> Any:
         try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise SandboxError(f"{self.url} sent an answer that is not JSON: {data[:200]!r}") from exc
+            return wire.parse_header(data)
+        except wire.FrameError as exc:
+            raise SandboxError(f"{self.url} sent an answer that is not a JSON object: {data[:200]!r}") from exc
 
     def _error(self, status: int, data: bytes) -> SandboxError:
         try:
-            message = str(json.loads(data)["error"])
-        except (ValueError, KeyError, TypeError):
+            message = str(wire.parse_header(data)["error"])
+        except (wire.FrameError, KeyError):
             message = data[:300].decode("utf-8", "replace").strip() or HTTPStatus(status).phrase
         text = f"{message} (HTTP {status} from {self.url})"
         if status == HTTPStatus.SERVICE_UNAVAILABLE:
