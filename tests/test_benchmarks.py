@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import csv
 import io
@@ -874,3 +875,43 @@ def test_synthetic_answers_and_boxes_match_what_was_drawn() -> None:
                 assert answer == months[values.index(min(values))]
             else:
                 assert answer == str(values[months.index(task.question.rstrip("?").split()[-1])])
+
+
+# -------------------------------------------------------------------------------------- the judge's view
+@needs_data
+def test_every_judge_and_extractor_call_gets_the_items_question(tmp_path: Path) -> None:
+    """Through evaluation's scorer and the rewards alike, the judge sees the question as the benchmark
+    states it (and the options where there are some), never "(not given)" or the model's prompt."""
+    from codevision.eval.scorer import make_scorer
+    from codevision.policies.fake_server import FakeOpenAIServer
+    from codevision.rewards import RewardSpec
+    from codevision.scoring import LLMJudge
+    from codevision.trajectory import Trajectory, Turn
+
+    vstar = next(iter(VStar(vstar_layout(tmp_path / "v"))))
+    hrbench = next(iter(HRBench(write_tsv(tmp_path / "hr_bench_4k.tsv", hr_rows()))))
+    real = mathvista_items()
+    mathvista = next(t for t in load_benchmark(f"mathvista:{mathvista_layout(tmp_path / 'm', {'1': real['1']})}"))
+    verl_path = tmp_path / "rl.parquet"
+    pq.write_table(pa.Table.from_pylist(verl_rows()[:1]), verl_path)
+    codevision_row = next(iter(load_benchmark(f"verl:{verl_path}", cache_dir=tmp_path / "cache")))
+    cases = [
+        (vstar, "What is the color of the glove?", True),
+        (hrbench, hrbench.metadata["raw_question"], True),
+        (mathvista, real["1"]["question"], False),
+        (codevision_row, "What is written on sign 0?", False),
+    ]
+    for task, question, lists_options in cases:
+        trajectory = Trajectory(task_id=task.id, protocol="codevision", final_answer="something unclear")
+        trajectory.turns = [Turn(index=0, text="<answer>something unclear</answer>", answer="something unclear")]
+        with FakeOpenAIServer(lambda body: "0", model="judge") as server:
+            judge = LLMJudge(server.url, "judge", backoff=0.01)
+            asyncio.run(make_scorer(judge)(task, trajectory))
+            asyncio.run(RewardSpec().acompute(task, trajectory, judge=judge))
+            prompts = [str(request.body["messages"][-1]["content"]) for request in server.requests]
+        assert len(prompts) == 2, (task.source, prompts)
+        for prompt in prompts:
+            assert "(not given)" not in prompt, (task.source, prompt)
+            assert question in prompt, (task.source, question, prompt)
+            if lists_options:
+                assert all(option in prompt for option in task.metadata["choices"]), (task.source, prompt)

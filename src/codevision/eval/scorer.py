@@ -27,6 +27,13 @@ def rule_name(task: Task) -> str:
     return FALLBACK_RULE
 
 
+def judge_fields(task: Task) -> dict[str, Any]:
+    """The item's fields for a judge or extractor: its metadata and its question as the benchmark states
+    it. Loaders that append the options to the question the model sees keep the original in
+    ``raw_question``; the judge prompts list the options themselves."""
+    return {**task.metadata, "question": task.metadata.get("raw_question") or task.question}
+
+
 def response_of(trajectory: Trajectory) -> str:
     """The final answer when the model gave one, else its last reply (rules extract from free text)."""
     if trajectory.final_answer is not None:
@@ -57,7 +64,7 @@ def make_scorer(judge: LLMJudge | None = None) -> Scorer:
         if judge is None:
             result = score(name, response, task.answers, **task.metadata)
         else:
-            result = await score_with_judge(name, response, task.answers, judge=judge, **task.metadata)
+            result = await score_with_judge(name, response, task.answers, judge=judge, **judge_fields(task))
         return {
             "correct": bool(result.correct),
             "value": float(result.value),

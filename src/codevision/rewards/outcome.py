@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from codevision.eval.scorer import response_of, rule_name
+from codevision.eval.scorer import judge_fields, response_of, rule_name
 from codevision.rewards.base import RewardResult
 from codevision.scoring import LLMJudge, Score, score, score_with_judge
 from codevision.task import Task
@@ -50,8 +50,9 @@ def outcome_reward(task: Task, trajectory: Trajectory, config: OutcomeConfig | N
 
 async def judged_score(task: Task, trajectory: Trajectory, judge: LLMJudge | None) -> Score:
     """The official rule's score of the final answer, with the judge asked where the protocol asks one."""
-    meta = {"question": task.question, **task.metadata}
-    return await score_with_judge(rule_name(task), response_of(trajectory), task.answers, judge=judge, **meta)
+    return await score_with_judge(
+        rule_name(task), response_of(trajectory), task.answers, judge=judge, **judge_fields(task)
+    )
 
 
 async def outcome_reward_judged(
