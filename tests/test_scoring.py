@@ -95,6 +95,8 @@ def test_final_answer_can_keep_boxed_text() -> None:
         ("Answer is: D", "D"),
         ("option b", "B"),
         ("I pick choice (A) because it is red", "A"),
+        ("option C (Blue) does not fit, so the answer is D", "D"),  # the stated answer wins
+        ("The answer is option C", "C"),
         ("B. the dog is on the left", "B"),
         ("(B) the dog", "B"),
         ("B) the dog", "B"),
@@ -403,9 +405,11 @@ def test_anls() -> None:
     assert anls("Hello   World", ["hello world"]).value == 1.0
     near = anls("hello wordl", ["hello world"])
     assert near.correct and near.value == pytest.approx(1 - 2 / 11)
-    assert anls("ab", ["ax"]).value == 0.0  # NL exactly 0.5 earns nothing
+    assert anls("ab", ["ax"]).value == 0.5  # NL exactly 0.5: the official script keeps it
     assert anls("abc", ["axc"]).value == pytest.approx(2 / 3)
-    assert anls("abcd", ["axyd"], threshold=0.6).value == pytest.approx(0.5)
+    assert anls("abcd", ["axyd"], threshold=0.6).value == 0.0  # the threshold applies to the similarity
+    # The distance is between normalised strings, the length that of the strings as given.
+    assert anls("a  b", ["ab"]).value == pytest.approx(1 - 1 / 4)
     best = anls("1998", ["1989", "1998 ad"])
     assert best.details["closest"] == "1998 ad" and best.value == pytest.approx(1 - 3 / 7)
     assert not anls("x", []).correct

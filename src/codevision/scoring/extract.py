@@ -52,7 +52,7 @@ def option_letter(answer: object, options: Sequence[object] | None = None, *, n_
     """The option letter ``answer`` chooses ("A", "B", ...), or None when it names none or several.
 
     Accepted forms, strongest first: a bare letter ("b", "(B)", "**C.**"), exactly one option's
-    text, "option b" / "choice (C)", "The answer is B" / "Answer: (c)", a leading "B." / "(B)" /
+    text, "The answer is B" / "Answer: (c)", "option b" / "choice (C)", a leading "B." / "(B)" /
     "B)", a single distinct parenthesised letter, the text of exactly one option inside a sentence,
     and finally a single distinct stand-alone capital.
     Only the first ``len(options)`` letters (``n_options`` when no options are given) count, so the
@@ -74,7 +74,8 @@ def option_letter(answer: object, options: Sequence[object] | None = None, *, n_
     equal = pick([string.ascii_uppercase[i] for i, option in enumerate(texts) if option and option == wanted])
     if equal is not None:
         return equal
-    for pattern in (_OPTION_WORD, _ANSWER_WORD):
+    # An explicit "the answer is D" wins over an option discussed on the way ("option C does not fit").
+    for pattern in (_ANSWER_WORD, _OPTION_WORD):
         named = [next(group for group in match.groups() if group) for match in pattern.finditer(text)]
         named = [letter.upper() for letter in named if letter.upper() in valid]
         if named:

@@ -279,22 +279,24 @@ def exact_match(prediction: object, references: References) -> Score:
 
 
 def anls(prediction: object, references: References, *, threshold: float = 0.5) -> Score:
-    """Average Normalised Levenshtein Similarity for one item (ST-VQA / DocVQA, Biten et al. 2019).
+    """Average Normalised Levenshtein Similarity for one item (ST-VQA / DocVQA, Biten et al. 2019), as the
+    DocVQA/RRC evaluation script computes it, on the answer span.
 
-    Both sides are lower-cased with whitespace collapsed; NL is the edit distance over the longer
-    length, and the item earns ``1 - NL`` from its closest reference when ``NL < threshold``, else 0
-    (NL exactly at the threshold earns nothing). ``correct`` means the item earned credit.
+    The edit distance is taken between the two strings lower-cased with whitespace collapsed, but divided
+    by the longer of the two *as given*; the item earns ``1 - NL`` from its closest reference unless that
+    is below ``threshold`` (so NL exactly 0.5 still earns 0.5). ``correct`` means the item earned credit.
     """
     answer = final_answer(prediction)
     predicted = _squash(answer)
     best_distance, best_reference = 1.0, None
     for reference in as_references(references):
-        expected = _squash(reference)
-        longest = max(len(expected), len(predicted))
-        distance = levenshtein(expected, predicted) / longest if longest else 0.0
+        longest = max(len(reference.upper()), len(answer.upper()))
+        distance = levenshtein(_squash(reference), predicted) / longest if longest else 0.0
         if best_reference is None or distance < best_distance:
             best_distance, best_reference = distance, reference
-    value = 1.0 - best_distance if best_reference is not None and best_distance < threshold else 0.0
+    value = 1.0 - best_distance if best_reference is not None else 0.0
+    if value < threshold:
+        value = 0.0
     return Score(
         value > 0.0,
         value,
