@@ -116,6 +116,19 @@ def test_trl_sft_export(runs: Path, tmp_path: Path) -> None:
         assert all("image" not in p for m in row["messages"] for p in m["content"] if p["type"] == "text")
 
 
+def test_wrong_answers_are_left_out_unless_asked_for(runs: Path, tmp_path: Path) -> None:
+    for name, correct in (("a", True), ("b", False)):
+        trajectory = Trajectory.load(runs / name)
+        trajectory.score = {"correct": correct}
+        trajectory.save(runs / name)
+    _trajectory(runs, "c")  # never scored
+    result = export_sft([runs], tmp_path / "lf", "sharegpt")
+    assert result.rows == 2 and result.unscored == 1
+    assert len(result.left_out) == 1 and "b/trajectory.json: wrong answer 'STOP'" in result.left_out[0]
+    everything = export_sft([runs], tmp_path / "all", "sharegpt", include_incorrect=True)
+    assert everything.rows == 3 and everything.left_out == []
+
+
 def test_trajectory_without_reply_is_skipped(tmp_path: Path) -> None:
     protocol = get_protocol()
     empty = Trajectory(task_id="empty", protocol="codevision")

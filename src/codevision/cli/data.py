@@ -75,14 +75,26 @@ def export_sft_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     fmt: str = typer.Option("sharegpt", "--format", help="sharegpt (LLaMA-Factory), swift (ms-swift) or trl."),
     name: str = typer.Option("codevision_sft", help="Dataset name (file name and dataset_info.json key)."),
+    include_incorrect: bool = typer.Option(
+        False, "--include-incorrect", help="Also export trajectories scored wrong (left out by default)."
+    ),
 ) -> None:
-    """SFT rows from trajectories, the conversation exactly as the protocol rendered it."""
+    """SFT rows from trajectories, the conversation exactly as the protocol rendered it; only correct
+    (or unscored) trajectories unless --include-incorrect."""
     try:
-        result = export_sft(inputs, out, fmt, name=name)
+        result = export_sft(inputs, out, fmt, name=name, include_incorrect=include_incorrect)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     for reason in result.skipped:
         typer.echo(f"skipped: {reason}", err=True)
+    if result.left_out:
+        typer.echo(
+            f"left out {len(result.left_out)} trajectories scored wrong (--include-incorrect exports them), "
+            f"e.g. {result.left_out[0]}",
+            err=True,
+        )
+    if result.unscored:
+        typer.echo(f"{result.unscored} trajectories carry no score and were exported as they are", err=True)
     typer.echo(f"{result.rows} rows written to {result.path}")
 
 

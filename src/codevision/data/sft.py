@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,21 +199,40 @@ def dataset_info_entry(file_name: str) -> dict[str, Any]:
 
 @dataclass
 class ExportResult:
+    """What an export wrote: ``skipped`` could not be rows, ``left_out`` were left out on purpose
+    (wrong answers), ``unscored`` rows carry no verdict either way."""
+
     path: Path
     rows: int
     skipped: list[str]
+    left_out: list[str] = field(default_factory=list)
+    unscored: int = 0
 
 
-def _turns(paths: Iterable[Path], skipped: list[str]) -> Iterator[Turns]:
+def _turns(
+    paths: Iterable[Path], skipped: list[str], left_out: list[str], unscored: list[str], include_incorrect: bool
+) -> Iterator[Turns]:
     for path in paths:
         try:
-            yield alternating_turns(Trajectory.load(path))
+            trajectory = Trajectory.load(path)
+            score = trajectory.score
+            if score is None:
+                unscored.append(str(path))
+            elif not score.get("correct") and not include_incorrect:
+                left_out.append(f"{path}: wrong answer {trajectory.final_answer!r} (expected {trajectory.references})")
+                continue
+            yield alternating_turns(trajectory)
         except SFTExportError as exc:
             skipped.append(str(exc))
 
 
 def export_sft(
-    trajectory_paths: Iterable[str | Path], out: str | Path, fmt: str, *, name: str = "codevision_sft"
+    trajectory_paths: Iterable[str | Path],
+    out: str | Path,
+    fmt: str,
+    *,
+    name: str = "codevision_sft",
+    include_incorrect: bool = False,
 ) -> ExportResult:
     """Export trajectories in ``fmt`` (``sharegpt``, ``swift`` or ``trl``) into the folder ``out``.
 
@@ -222,12 +241,16 @@ def export_sft(
     ``dataset_dir`` set to ``out`` (its ``media_dir`` defaults to that); ms-swift resolves relative
     paths against the working directory or ``ROOT_IMAGE_DIR``, so train from ``out`` or set that.
     trl writes ``{name}.parquet``.
-    Trajectories that cannot be rows are skipped and listed in the result.
+    Trajectories that cannot be rows are skipped and listed in the result. A model must not be trained
+    on its wrong answers by accident, so trajectories scored wrong are left out (and listed) unless
+    ``include_incorrect``; trajectories with no score are kept and counted.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[str] = []
-    turns = _turns(find_trajectories(trajectory_paths), skipped)
+    left_out: list[str] = []
+    unscored: list[str] = []
+    turns = _turns(find_trajectories(trajectory_paths), skipped, left_out, unscored, include_incorrect)
     writer = ImageWriter(out)
     if fmt == "sharegpt":
         rows = [sharegpt_row(t, writer) for t in turns]
@@ -250,7 +273,7 @@ def export_sft(
         datasets.Dataset.from_list(rows, features=trl_sft_features()).to_parquet(str(path))
     else:
         raise ValueError(f"unknown SFT format {fmt!r}; choose sharegpt, swift or trl")
-    return ExportResult(path, len(rows), skipped)
+    return ExportResult(path, len(rows), skipped, left_out, len(unscored))
 
 
 def trl_sft_features() -> Any:
