@@ -235,3 +235,13 @@ def test_unreadable_task_images_name_the_task_and_file(tmp_path: Path) -> None:
         missing.load_images(tmp_path)
     with pytest.raises(ValueError, match=r"task 'b1': image file .*broken.png cannot be read"):
         broken.load_images(tmp_path)
+
+
+def test_text_that_is_not_valid_unicode_round_trips(tmp_path: Path) -> None:
+    """A lone surrogate (a model server's JSON escape, a command line in another encoding) is stored as an
+    escape and loads back unchanged; nothing is left behind when a save fails."""
+    trajectory = Trajectory(task_id="u", protocol="codevision", question="caf\udce9?", final_answer="\ud800 ok")
+    trajectory.save(tmp_path / "t")
+    back = Trajectory.load(tmp_path / "t")
+    assert (back.question, back.final_answer) == ("caf\udce9?", "\ud800 ok")
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["images", "trajectory.json"]

@@ -69,6 +69,22 @@ def test_run_against_an_openai_compatible_server(tmp_path: Path) -> None:
         assert len(server.requests[0].images()) == 1
 
 
+def test_a_question_in_another_encoding_is_read_not_crashed_on(tmp_path: Path) -> None:
+    gradient_image(60, 40).save(tmp_path / "photo.png")
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    with FakeOpenAIServer(["<answer>blue</answer>"], model="tiny") as server:
+        # Latin-1 bytes on a UTF-8 command line: Python hands them over as lone surrogates.
+        done = subprocess.run(
+            [*(os.fsencode(a) for a in CLI), b"run", b"photo.png", "Quelle couleur caf\xe9 ?".encode("latin-1"),
+             b"--model", server.url.encode(), b"--model-name", b"tiny", b"--protocol", b"direct"],
+            check=False, cwd=tmp_path, capture_output=True, env=env, timeout=180,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    (saved,) = (tmp_path / "codevision-runs").rglob("trajectory.json")
+    assert Trajectory.load(saved).question == "Quelle couleur caf\ufffd ?"
+    assert not list((tmp_path / "codevision-runs").rglob(".trajectory-*")), "no temporary file is left behind"
+
+
 def test_run_asks_the_server_for_its_model_when_none_is_named(tmp_path: Path) -> None:
     gradient_image(60, 40).save(tmp_path / "photo.png")
     with FakeOpenAIServer(["<answer>blue</answer>"], model="only-model") as server:

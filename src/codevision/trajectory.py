@@ -13,6 +13,7 @@ images get the ``unrecorded`` lineage, which earns no process credit. A newer ve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -233,7 +234,10 @@ class Trajectory(BaseModel):
     def save(self, directory: str | Path) -> Path:
         """Write ``trajectory.json`` and ``images/NNNN.png`` into ``directory``; returns the JSON path.
 
-        The JSON is written to a temporary file and renamed, so a crash never leaves half a file.
+        The JSON is written to a temporary file and renamed, so a crash never leaves half a file (nor
+        the temporary one). Text that is not valid Unicode (a lone surrogate from a command line in
+        another encoding, or from a model server's JSON escapes) is kept as a ``\\uXXXX`` escape, so
+        it loads back unchanged.
         """
         directory = Path(directory)
         (directory / "images").mkdir(parents=True, exist_ok=True)
@@ -242,11 +246,17 @@ class Trajectory(BaseModel):
             if record.file != name or not (directory / name).exists():
                 self.image(record.index).save(directory / name)
                 record.file = name
+        data = json.dumps(self.model_dump(mode="json"), indent=1, ensure_ascii=False)
         path = directory / TRAJECTORY_FILE
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".trajectory-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(self.model_dump_json(indent=1))
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode("utf-8", errors="backslashreplace"))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self._directory = directory
         return path
 

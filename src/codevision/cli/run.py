@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import typer
@@ -93,6 +94,8 @@ def run_command(
         get_protocol(protocol)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    # A command line in another encoding arrives with lone surrogates; read it as UTF-8, replacing what is not.
+    question = os.fsencode(question).decode("utf-8", errors="replace")
     task = Task.from_images([load_image(image)], id=image.stem, question=question)
     trajectory = asyncio.run(_run(task, policy, protocol, Limits(max_turns=max_turns), console))
     path = trajectory.save(out / task.id)
