@@ -93,3 +93,31 @@ def test_build_a_transformed_chartqa(tmp_path: Path) -> None:
     assert len(tasks) == 3 * len(sources)
     assert {t.metadata["transform"] for t in tasks} == {"rotate_90", "rotate_180", "flip_h"}
     assert all(t.source == sources[0].source and t.answers for t in tasks)
+
+
+def test_eval_stops_at_once_when_the_model_is_down_and_resumes_later(tmp_path: Path) -> None:
+    """48 items against a server that refuses connections: the circuit breaker stops the run in seconds
+    (exit 5) instead of retrying every item, records nothing for the items not run, and --resume runs
+    them once the server is up."""
+    import socket
+    import time
+
+    from codevision.policies.fake_server import FakeOpenAIServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    common = ["-b", "synthetic:24", "--transforms", "rotate_90", "--protocol", "direct", "-o", "run"]
+    started = time.monotonic()
+    done = run_cli("eval", "-m", dead, "--model-name", "m", "--retries", "2", *common, cwd=tmp_path)
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    assert "is unreachable" in done.stdout and "--resume" in done.stdout
+    results = tmp_path / "run" / "results.jsonl"
+    # Eight items in flight fail their first attempts together: the breaker trips before any item gives up.
+    assert not results.exists() or results.read_text().strip() == ""
+    with FakeOpenAIServer(lambda body: "<answer>0</answer>", model="m") as server:
+        again = run_cli("eval", "-m", server.url, "--model-name", "m", *common, "--resume", cwd=tmp_path)
+    assert again.returncode in (0, 1), again.stdout + again.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert len({r["key"] for r in records}) == 48

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from codevision.policies import Generation, OpenAIPolicy, PolicyError
+from codevision.policies.base import ModelUnavailableError
 from codevision.policies.fake_server import FakeOpenAIServer, FakeServerProcess, decode_data_url
 from codevision.trajectory import Message
 from tests.conftest import gradient_image
@@ -248,6 +249,40 @@ def test_all_servers_down_is_a_clear_error() -> None:
     policy = OpenAIPolicy([down], "fake-model", retries=1, backoff=0.01)
     with pytest.raises(PolicyError, match=r"after 2 attempts.*cannot connect.*server is running"):
         run(generate_all(policy, 1))
+
+
+def test_the_circuit_breaker_stops_paying_for_a_dead_server() -> None:
+    policy = OpenAIPolicy([dead_url()], "fake-model", retries=5, backoff=0.01, breaker=4)
+
+    async def twice() -> tuple[str, float]:
+        async with policy:
+            with pytest.raises(ModelUnavailableError) as first:
+                await policy.generate(question(), [gradient_image()], max_tokens=4)
+            started = time.perf_counter()
+            with pytest.raises(ModelUnavailableError):
+                await policy.generate(question(), [gradient_image()], max_tokens=4)
+            return str(first.value), time.perf_counter() - started
+
+    message, second = run(twice())
+    assert "the last 4 attempts" in message and "cannot connect" in message and "--resume" in message
+    assert second < 0.05  # no attempt at all once the breaker is open
+    assert policy.unavailable is not None
+
+
+def test_the_circuit_breaker_lets_one_request_try_again_and_closes_on_an_answer() -> None:
+    with FakeOpenAIServer(["ok"], faults=[503] * 3) as server:
+        policy = OpenAIPolicy(server.url, server.model, retries=5, backoff=0.01, breaker=3)
+        policy.breaker_cooldown = 0.05
+
+        async def recover() -> str:
+            async with policy:
+                with pytest.raises(ModelUnavailableError):
+                    await policy.generate(question(), [gradient_image()], max_tokens=4)
+                await asyncio.sleep(0.1)
+                return (await policy.generate(question(), [gradient_image()], max_tokens=4)).text
+
+        assert run(recover()) == "ok" and policy.unavailable is None
+        assert server.request_count == 4
 
 
 def test_base_url_without_path_gets_v1() -> None:

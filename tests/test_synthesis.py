@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from codevision.benchmarks import load_benchmark
+from codevision.eval import RunStopped
 from codevision.eval.items import build_items
 from codevision.eval.scorer import make_scorer
-from codevision.policies import ScriptedPolicy
+from codevision.policies import OpenAIPolicy, PolicyError, ScriptedPolicy
 from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
 from codevision.synthesis import KINDS, synthesize
@@ -135,3 +137,37 @@ def test_synth_command_writes_the_yield_and_refuses_to_mix_runs(tmp_path: Path) 
     assert len(list((tmp_path / "synth" / "rejected").iterdir())) == 4
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 2 and "--resume" in " ".join((again.stdout + again.stderr).split())
+
+
+def test_teacher_failures_are_failures_retried_on_resume(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A teacher that errors is not a rejection: the item is 'failed', outside the yield, and the next
+    run on the same folder tries it again."""
+
+    def broken(messages: Sequence[Message]) -> str:
+        raise PolicyError("the teacher server answered HTTP 500")
+
+    chosen = items("rotate_90")[:2]
+    failing = ScriptedPolicy(broken, name="teacher")
+    report = asyncio.run(
+        synthesize(chosen, ["single"], teacher=failing, sandbox=sandbox, protocol=get_protocol("codevision"),
+                   scorer=make_scorer(), out=tmp_path)
+    )  # fmt: skip
+    assert report["single"] == {"attempted": 0, "accepted": 0, "yield": None, "rejections": {}, "failed": 2}
+    again = run(sandbox, chosen, ["single"], tmp_path)
+    assert (again["single"]["accepted"], again["single"]["failed"]) == (2, 0)
+
+
+def test_an_unreachable_teacher_stops_the_run_and_rejects_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    teacher = OpenAIPolicy(dead, "teacher", retries=2, backoff=0.01)
+    with pytest.raises(RunStopped, match="unreachable"):
+        asyncio.run(
+            synthesize(items("rotate_90"), ["single"], teacher=teacher, sandbox=sandbox,
+                       protocol=get_protocol("codevision"), scorer=make_scorer(), out=tmp_path)
+        )  # fmt: skip
+    # Items that gave up before the breaker tripped are failures, which the next run tries again.
+    results = tmp_path / "results.jsonl"
+    lines = results.read_text().splitlines() if results.exists() else []
+    assert all(json.loads(line)["status"] == "failed" for line in lines) and len(lines) < 5

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image
 
 from codevision.agent import Limits, arun_agent
-from codevision.eval.runner import EvalItem, Scorer
+from codevision.eval.runner import FAILED_STOPS, EvalItem, RunStopped, Scorer
 from codevision.eval.store import ResultStore, item_folder
 from codevision.geometry import coverage
 from codevision.lineage.views import shown_images, shown_ops
@@ -67,6 +67,10 @@ class GuidedPolicy(Policy):
         self.teacher = teacher
         self.note = note
         self.name = teacher.name
+
+    @property
+    def unavailable(self) -> str | None:  # type: ignore[override]
+        return self.teacher.unavailable
 
     async def generate(
         self, messages: Sequence[Message], images: Sequence[Image.Image], *, max_tokens: int
@@ -130,22 +134,38 @@ async def synthesize(
     limits: Limits | None = None,
     concurrency: int = 8,
 ) -> dict[str, Any]:
-    """Run each item under its kind (assigned in turn from ``kinds``); returns the yield per kind."""
+    """Run each item under its kind (assigned in turn from ``kinds``); returns the yield per kind.
+
+    A teacher, judge or sandbox that fails is not the teacher's answer: such items are recorded as
+    ``failed`` (not rejected), left out of the yield, and run again by the next call on the same
+    ``out`` (``--resume``). When the teacher becomes unreachable altogether the run stops with
+    :class:`~codevision.eval.runner.RunStopped` rather than failing every remaining item.
+    """
     unknown = [kind for kind in kinds if kind not in KINDS]
     if unknown or not kinds:
         raise ValueError(f"unknown kinds {unknown or kinds}; choose from {', '.join(KINDS)}")
     store = ResultStore(out)
     gate = asyncio.Semaphore(concurrency)
 
+    def finished(key: str) -> bool:
+        return store.done(key) and store.records[key]["status"] != "failed"
+
     async def one(item: EvalItem, kind: str) -> None:
         key = f"{item.key}#{kind}"
-        if store.done(key):
+        if finished(key):
             return
         async with gate:
+            if teacher.unavailable is not None:
+                return
             record: dict[str, Any] = {"key": key, "task_id": item.task.id, "kind": kind, "source": item.task.source}
             try:
                 guided = GuidedPolicy(teacher, guidance(item.task, kind))
                 trajectory = await arun_agent(item.task, guided, sandbox, protocol, limits)
+                if trajectory.stop_reason in FAILED_STOPS:
+                    if teacher.unavailable is not None:
+                        return  # not recorded: the run stops, and --resume runs the item
+                    store.add({**record, "status": "failed", "reason": trajectory.error or trajectory.stop_reason})
+                    return
                 score = await scorer(item.task, trajectory) if trajectory.stop_reason == "answered" else {}
                 trajectory.score = score
                 trajectory.metadata.update({"kind": kind, "transform": item.transform})
@@ -154,19 +174,29 @@ async def synthesize(
                 trajectory.save(store.directory / folder)
                 record.update({"status": "accepted" if reason is None else "rejected", "reason": reason,
                                "trajectory": folder, "turns": len(trajectory.turns)})  # fmt: skip
-            except Exception as exc:  # recorded, never dropped
-                record.update({"status": "rejected", "reason": f"{type(exc).__name__}: {exc}"})
+            except Exception as exc:  # a failure (the judge, the disk), recorded and retried on resume
+                record.update({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
             store.add(record)
 
-    await asyncio.gather(*(one(item, kinds[i % len(kinds)]) for i, item in enumerate(items)))
+    pending = [(item, kinds[i % len(kinds)]) for i, item in enumerate(items)]
+    await asyncio.gather(*(one(item, kind) for item, kind in pending))
+    if teacher.unavailable is not None:
+        missing = sum(1 for item, kind in pending if not finished(f"{item.key}#{kind}"))
+        raise RunStopped(f"{teacher.unavailable} {missing} of {len(pending)} items were not done.", store)
     return yield_report(store.records.values())
 
 
 def yield_report(records: Any) -> dict[str, Any]:
+    """Per kind: items the teacher answered (``attempted``), kept, the yield, rejection reasons, and the
+    ``failed`` items (infrastructure failures, outside the yield)."""
     attempted: Counter[str] = Counter()
     accepted: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     reasons: dict[str, Counter[str]] = defaultdict(Counter)
     for record in records:
+        if record["status"] == "failed":
+            failed[record["kind"]] += 1
+            continue
         attempted[record["kind"]] += 1
         if record["status"] == "accepted":
             accepted[record["kind"]] += 1
@@ -178,6 +208,7 @@ def yield_report(records: Any) -> dict[str, Any]:
             "accepted": accepted[kind],
             "yield": round(accepted[kind] / attempted[kind], 3) if attempted[kind] else None,
             "rejections": dict(reasons[kind].most_common()),
+            "failed": failed[kind],
         }
-        for kind in sorted(attempted)
+        for kind in sorted(set(attempted) | set(failed))
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from codevision.benchmarks import BenchmarkError, load_benchmark
-from codevision.cli.render import EXIT_BAD_INPUT
+from codevision.cli.render import EXIT_BAD_INPUT, EXIT_CODE_FAILED, EXIT_MODEL_UNAVAILABLE
 from codevision.data.rl import DEFAULT_AGENT_NAME, rl_items, write_trl_grpo, write_verl_parquet
 from codevision.data.sft import export_sft
 from codevision.data.stats import dataset_stats
@@ -138,10 +138,14 @@ def synth_command(
     resume: bool = typer.Option(False, help="Continue a run in --out; finished items are not redone."),
     concurrency: int = typer.Option(8, min=1, help="Items in flight."),
     seed: int = typer.Option(0, help="Seed of the sample and of the transforms."),
+    timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the teacher."),
+    retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the teacher."),
 ) -> None:
-    """Let a strong teacher solve tasks with per-item guidance; keep only correct runs whose op trace fits.
+    """Let a strong teacher solve tasks with per-item guidance; keep only correct runs whose shown images fit.
 
     Rejections are kept with their reason; the yield per kind is printed and written to yield.json.
+    Items whose teacher, judge or sandbox failed are recorded as failed, run again with --resume, and
+    make the command exit with 1; an unreachable teacher stops the run (exit 5).
     """
     import asyncio
     import random
@@ -149,16 +153,17 @@ def synth_command(
     from rich.console import Console
 
     from codevision.cli.sandbox import start_sandbox
+    from codevision.eval import RunStopped
     from codevision.eval.items import build_items
     from codevision.eval.scorer import make_scorer
     from codevision.policies.factory import make_policy
-    from codevision.synthesis import synthesize
+    from codevision.synthesis import synthesize, yield_report
 
     if (out / "results.jsonl").exists() and not resume:
         raise _fail(f"{out} already holds a synthesis run; pass --resume to continue it or choose a new --out")
     chosen_kinds = [k.strip() for k in kinds.split(",") if k.strip()]
     try:
-        policy = make_policy(teacher, model_name=teacher_model)
+        policy = make_policy(teacher, model_name=teacher_model, timeout=timeout, retries=retries)
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         items = [i for i in build_items(list(benchmark), chosen, base_dir=benchmark.base_dir, seed=seed)
@@ -183,8 +188,19 @@ def synth_command(
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    except RunStopped as exc:
+        console.print(f"[red]stopped:[/] {exc}")
+        (out / "yield.json").write_text(json.dumps(yield_report(exc.store.records.values()), indent=2))
+        raise typer.Exit(EXIT_MODEL_UNAVAILABLE) from None
     finally:
         sandbox.close()
     (out / "yield.json").write_text(json.dumps(report, indent=2))
+    failed = 0
     for kind, stats in report.items():
-        console.print(f"{kind}: {stats['accepted']} of {stats['attempted']} kept; rejections: {stats['rejections']}")
+        failed += stats["failed"]
+        console.print(
+            f"{kind}: {stats['accepted']} of {stats['attempted']} kept; rejections: {stats['rejections']}"
+            + (f"; {stats['failed']} failed (run again with --resume)" if stats["failed"] else "")
+        )
+    if failed:
+        raise typer.Exit(EXIT_CODE_FAILED)

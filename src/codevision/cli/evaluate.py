@@ -16,7 +16,7 @@ from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.benchmarks.transformed import build_transformed
 from codevision.cli import render
 from codevision.cli.sandbox import start_sandbox
-from codevision.eval import ResultStore, compare, evaluate, write_report
+from codevision.eval import ResultStore, RunStopped, compare, evaluate, write_report
 from codevision.eval.items import build_items
 from codevision.eval.scorer import make_scorer
 from codevision.policies.factory import make_policy
@@ -82,6 +82,8 @@ def eval_command(
         None, help="OpenAI-compatible server of the judge, where the official rule uses one."
     ),
     judge_model: str | None = typer.Option(None, help="Judge model name (default: the first the server lists)."),
+    timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the model or the judge."),
+    retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model or judge."),
     seed: int = typer.Option(0, help="Seed of the transforms' randomness."),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
 ) -> None:
@@ -121,7 +123,9 @@ def eval_command(
         if changed:
             raise typer.BadParameter(f"--resume with different {', '.join(changed)} than the run in {out}")
     try:
-        policy = make_policy(model, model_name=model_name, trust_remote_code=trust_remote_code)
+        policy = make_policy(
+            model, model_name=model_name, trust_remote_code=trust_remote_code, timeout=timeout, retries=retries
+        )
         chosen = get_protocol(protocol)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -135,12 +139,19 @@ def eval_command(
         from codevision.policies.factory import served_model
         from codevision.scoring.judge import LLMJudge
 
-        judge_client = LLMJudge(judge, judge_model or served_model(judge), cache=out / "judge-cache.sqlite")
+        judge_client = LLMJudge(
+            judge,
+            judge_model or served_model(judge, timeout=min(timeout, 10.0)),
+            cache=out / "judge-cache.sqlite",
+            timeout=timeout,
+            retries=retries,
+        )
     ResultStore(out).write_config(config)
     console.print(f"{len(items)} items from {len(benchmark)} benchmark(s)")
     sandbox = (
         start_sandbox(console, workers=workers, max_sessions=max(256, concurrency * 2)) if chosen.uses_sandbox else None
     )
+    stopped: RunStopped | None = None
     try:
         store = asyncio.run(
             evaluate(
@@ -156,9 +167,16 @@ def eval_command(
                 console=console,
             )
         )
+    except RunStopped as exc:
+        stopped, store = exc, exc.store
     finally:
         if sandbox is not None:
             sandbox.close()
+    if stopped is not None:
+        console.print(f"[red]stopped:[/] {stopped}")
+        if store.records:
+            console.print(f"report of the items done: [cyan]{write_report(out)['html']}[/]")
+        raise typer.Exit(render.EXIT_MODEL_UNAVAILABLE)
     paths = write_report(out)
     viewer = write_viewer([out / "items"], out / "trajectories.html")
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)

@@ -18,6 +18,7 @@ EXIT_CODE_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_SANDBOX = 3
 EXIT_SESSION_DIED = 4
+EXIT_MODEL_UNAVAILABLE = 5
 
 
 def exit_code_for(result: RunResult) -> int:

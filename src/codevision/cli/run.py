@@ -79,6 +79,8 @@ def run_command(
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
     max_turns: int = typer.Option(12, help="Assistant turns before stopping."),
     out: Path = typer.Option(Path("codevision-runs"), "--out", "-o", help="Folder for the saved trajectory."),
+    timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the model."),
+    retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model."),
 ) -> None:
     """Let a model work on one image with code; stream each turn and save the trajectory.
 
@@ -90,7 +92,9 @@ def run_command(
     """
     console = Console()
     try:
-        policy = make_policy(model, model_name=model_name, trust_remote_code=trust_remote_code)
+        policy = make_policy(
+            model, model_name=model_name, trust_remote_code=trust_remote_code, timeout=timeout, retries=retries
+        )
         get_protocol(protocol)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc

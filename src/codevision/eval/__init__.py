@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from codevision.eval.report import build_report, compare, write_report
-from codevision.eval.runner import EvalItem, evaluate
+from codevision.eval.runner import EvalItem, RunStopped, evaluate
 from codevision.eval.store import ResultStore
 
-__all__ = ["EvalItem", "ResultStore", "build_report", "compare", "evaluate", "write_report"]
+__all__ = ["EvalItem", "ResultStore", "RunStopped", "build_report", "compare", "evaluate", "write_report"]

@@ -37,6 +37,15 @@ CONTAINS_SHARE = 0.5
 Scorer = Callable[[Task, Trajectory], Awaitable[dict[str, Any]]]
 
 
+class RunStopped(RuntimeError):
+    """The model became unreachable: the run stopped instead of failing every remaining item. The items
+    not run are not recorded, so ``--resume`` runs them; ``store`` holds what was done."""
+
+    def __init__(self, message: str, store: ResultStore) -> None:
+        super().__init__(message)
+        self.store = store
+
+
 @dataclass
 class EvalItem:
     """One task under one transform (``none`` for the original images)."""
@@ -156,8 +165,12 @@ async def evaluate(
 
         async def one(item: EvalItem) -> None:
             async with gate:
+                if policy.unavailable is not None:
+                    return  # the run is stopping; the item stays missing, for --resume
                 try:
                     trajectory = await arun_agent(item.task, policy, sandbox, protocol, limits)
+                    if trajectory.stop_reason == "model_error" and policy.unavailable is not None:
+                        return
                     if trajectory.stop_reason not in FAILED_STOPS:
                         trajectory.score = await scorer(item.task, trajectory)
                     folder = item_folder(item.key)
@@ -174,6 +187,13 @@ async def evaluate(
                 progress.update(bar, advance=1, accuracy=_accuracy(*correct), rate=f"{rate:.2f} items/s")
 
         await asyncio.gather(*(one(item) for item in todo))
+    if policy.unavailable is not None:
+        missing = sum(1 for item in todo if not store.done(item.key))
+        failed = sum(1 for item in todo if store.done(item.key) and store.records[item.key]["status"] == "failed")
+        message = f"{policy.unavailable} {missing} of {len(todo)} items were not run"
+        if failed:
+            message += f"; {failed} failed before it stopped (add --retry-failed to run them again)"
+        raise RunStopped(message + ".", store)
     return store
 
 

@@ -26,11 +26,17 @@ class PolicyError(Exception):
     """The model could not answer (server down after retries, invalid reply, ...); the message says why."""
 
 
+class ModelUnavailableError(PolicyError):
+    """Every server of the model failed request after request: a run should stop, not try each item."""
+
+
 class Policy(ABC):
     """A model backend. Implementations must be safe to call concurrently from one event loop."""
 
     #: Recorded in trajectories; a model name or path.
     name: str = ""
+    #: Why the model cannot be reached at all any more (a tripped circuit breaker), else None.
+    unavailable: str | None = None
 
     @abstractmethod
     async def generate(

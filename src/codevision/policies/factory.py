@@ -26,14 +26,22 @@ def served_model(base_url: str, timeout: float = 10.0) -> str:
 
 
 def make_policy(
-    spec: str, *, model_name: str | None = None, temperature: float = 0.0, trust_remote_code: bool = False
+    spec: str,
+    *,
+    model_name: str | None = None,
+    temperature: float = 0.0,
+    trust_remote_code: bool = False,
+    timeout: float = 120.0,
+    retries: int = 5,
 ) -> Policy:
-    """``http(s)://…`` an OpenAI-compatible server, ``scripted:FILE`` a JSON list of replies,
-    anything else a local model folder for transformers (``trust_remote_code`` runs the folder's own code)."""
+    """``http(s)://…`` an OpenAI-compatible server (``timeout`` per wait, ``retries`` after the first attempt),
+    ``scripted:FILE`` a JSON list of replies, anything else a local model folder for transformers
+    (``trust_remote_code`` runs the folder's own code)."""
     if spec.startswith(("http://", "https://")):
         from codevision.policies.openai import OpenAIPolicy
 
-        return OpenAIPolicy(spec, model_name or served_model(spec), temperature=temperature)
+        name = model_name or served_model(spec, timeout=min(timeout, 10.0))
+        return OpenAIPolicy(spec, name, temperature=temperature, timeout=timeout, retries=retries)
     if spec.startswith(SCRIPTED_PREFIX):
         path = Path(spec[len(SCRIPTED_PREFIX) :])
         try:

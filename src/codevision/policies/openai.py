@@ -23,7 +23,7 @@ from typing import Any, Literal
 import httpx
 from PIL import Image
 
-from codevision.policies.base import Generation, Policy, PolicyError
+from codevision.policies.base import Generation, ModelUnavailableError, Policy, PolicyError
 from codevision.trajectory import ImagePart, Message, TextPart, Usage
 
 ImageFormat = Literal["png", "jpeg"]
@@ -63,11 +63,20 @@ class OpenAIPolicy(Policy):
     e.g. ``{"return_token_ids": True}`` on vLLM to get :attr:`Generation.token_ids`, or
     ``{"chat_template_kwargs": {"enable_thinking": False}}``.
 
+    A circuit breaker stops a dead deployment from costing every caller its full retry schedule:
+    after ``breaker`` failed attempts in a row (every URL refusing, timing out or answering 5xx,
+    across all requests of this client), every request fails at once with
+    :class:`ModelUnavailableError` and :attr:`unavailable` says why, until :attr:`breaker_cooldown`
+    has passed and one request may try again; any answer closes it.
+    ``breaker=None`` turns it off.
+
     Like its connections, a policy belongs to the event loop that first uses it.
     """
 
     #: How long a base URL that refused a connection is avoided while other URLs are available.
     down_seconds: float = 5.0
+    #: How long a tripped circuit breaker fails requests at once before letting one try again.
+    breaker_cooldown: float = 30.0
 
     def __init__(
         self,
@@ -87,6 +96,7 @@ class OpenAIPolicy(Policy):
         seed: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         tool_role: ToolRole = "user",
+        breaker: int | None = 8,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
@@ -102,6 +112,12 @@ class OpenAIPolicy(Policy):
             raise ValueError(f"image_format must be 'png' or 'jpeg', not {image_format!r}")
         if tool_role not in ("user", "tool"):
             raise ValueError(f"tool_role must be 'user' or 'tool', not {tool_role!r}")
+        if breaker is not None and breaker < 1:
+            raise ValueError(f"breaker must be at least 1 (or None to turn it off), not {breaker}")
+        self.breaker = breaker
+        self._failed_in_a_row = 0
+        self._last_failure = ""
+        self._last_failed_at = 0.0
         self.name = model
         self.model = model
         self.max_concurrency = max_concurrency
@@ -237,7 +253,10 @@ class OpenAIPolicy(Policy):
         failures: list[str] = []
         attempts = self.retries + 1
         for attempt in range(attempts):
+            if self.unavailable is not None:
+                raise ModelUnavailableError(self.unavailable)
             retry_after: float | None = None
+            failed_before = len(failures)
             async with self._semaphore:
                 url = self._pick_url()
                 self._in_flight[url] += 1
@@ -260,14 +279,23 @@ class OpenAIPolicy(Policy):
             if response is not None:
                 if response.status_code == 200:
                     try:
-                        return response.json(), url
+                        data = response.json()
                     except ValueError:  # truncated by a proxy or a dying server: worth another try
                         failures.append(f"{url}: the reply is not JSON: {response.text[:100]!r}")
+                    else:
+                        self._failed_in_a_row = 0
+                        return data, url
                 elif response.status_code in _RETRY_STATUSES or response.status_code >= 500:
                     failures.append(f"{url}: HTTP {response.status_code}: {_server_message(response)}")
                     retry_after = _retry_after(response)
                 else:
+                    self._failed_in_a_row = 0  # the server is there; it refused this request
                     raise PolicyError(self._rejection(url, response))
+            if len(failures) > failed_before:
+                self._failed_in_a_row += 1
+                self._last_failure, self._last_failed_at = failures[-1], time.monotonic()
+                if self.unavailable is not None:
+                    raise ModelUnavailableError(self.unavailable)
             if attempt + 1 < attempts:
                 delay = min(self.max_backoff, self.backoff * 2**attempt)
                 delay = delay / 2 + random.uniform(0, delay / 2)
@@ -277,6 +305,20 @@ class OpenAIPolicy(Policy):
         raise PolicyError(
             f"model {self.model!r} gave no reply after {attempts} attempts; last error: {failures[-1]}. "
             "Check that the server is running and reachable, or raise retries/timeout if it is overloaded."
+        )
+
+    @property
+    def unavailable(self) -> str | None:  # type: ignore[override]
+        """Why every request now fails at once (the breaker tripped), or None; after
+        :attr:`breaker_cooldown` seconds one request may try again."""
+        if self.breaker is None or self._failed_in_a_row < self.breaker:
+            return None
+        if time.monotonic() - self._last_failed_at >= self.breaker_cooldown:
+            return None
+        return (
+            f"model {self.model!r} is unreachable: the last {self._failed_in_a_row} attempts on "
+            f"{', '.join(self.base_urls)} all failed (last: {self._last_failure}). Check that the server is "
+            "running and reachable; a run stopped for this continues with --resume."
         )
 
     def _rejection(self, url: str, response: httpx.Response) -> str:
