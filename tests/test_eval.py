@@ -174,22 +174,27 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path: Path) -> Non
     assert sorted(keys) == sorted(f"t{i}@none" for i in range(24))  # every item exactly once
 
 
-def test_faithfulness_is_computed_from_geometry(tmp_path: Path) -> None:
-    task = Task.from_images([gradient_image(64, 48)], id="f1", question="q", answers=["x"], bboxes=[(10, 10, 30, 30)])
-    call = '<tool_call>{"name": "code_image_tool", "arguments": {"code": "display(image.crop((5, 5, 40, 40)))"}}'
-    miss = '<tool_call>{"name": "code_image_tool", "arguments": {"code": "display(image.crop((40, 30, 64, 48)))"}}'
-    replies = [call + "</tool_call>", miss + "</tool_call>", "<answer>x</answer>"]
+def evaluate_in_sandbox(task: Task, replies: list[str], out: Path) -> ResultStore:
+    """One item, played by ``replies`` with the default protocol in a real sandbox."""
     with Sandbox(workers=1) as sandbox:
-        store = asyncio.run(
+        return asyncio.run(
             evaluate(
                 [EvalItem(task)],
                 policy=ScriptedPolicy(replies),
                 sandbox=sandbox,
                 protocol=get_protocol("codevision"),
                 scorer=exact,
-                out=tmp_path / "run",
+                out=out,
             )
         )
+
+
+def test_faithfulness_is_computed_from_geometry(tmp_path: Path) -> None:
+    task = Task.from_images([gradient_image(64, 48)], id="f1", question="q", answers=["x"], bboxes=[(10, 10, 30, 30)])
+    call = '<tool_call>{"name": "code_image_tool", "arguments": {"code": "display(image.crop((5, 5, 40, 40)))"}}'
+    miss = '<tool_call>{"name": "code_image_tool", "arguments": {"code": "display(image.crop((40, 30, 64, 48)))"}}'
+    replies = [call + "</tool_call>", miss + "</tool_call>", "<answer>x</answer>"]
+    store = evaluate_in_sandbox(task, replies, tmp_path / "run")
     record = store.records["f1@none"]
     assert record["faithfulness"] == {"crops": 2, "overlapping": 1, "containing": 1, "unverified": 0}
     assert record["ops"] == ["crop"] and record["correct"] is True
@@ -225,17 +230,7 @@ def test_code_that_crashes_its_session_never_fails_the_item(tmp_path: Path) -> N
     crash = "import ctypes\nctypes.string_at(0)"
     task = Task.from_images([gradient_image(40, 30)], id="c1", question="q", answers=["x"])
     replies = [tool_call(forge), tool_call(crash), "<answer>x</answer>"]
-    with Sandbox(workers=1) as sandbox:
-        store = asyncio.run(
-            evaluate(
-                [EvalItem(task)],
-                policy=ScriptedPolicy(replies),
-                sandbox=sandbox,
-                protocol=get_protocol("codevision"),
-                scorer=exact,
-                out=tmp_path / "run",
-            )
-        )
+    store = evaluate_in_sandbox(task, replies, tmp_path / "run")
     record = store.records["c1@none"]
     assert record["status"] == "done" and record["correct"] is True, record
     assert record["tool_errors"] == 2
