@@ -16,8 +16,7 @@ from PIL import Image
 
 from codevision.agent import Limits
 from codevision.lineage import LineageTracker
-from codevision.lineage.maps import GEOMETRIC_OPS, PIXEL_OPS
-from codevision.lineage.tracker import to_matrix
+from codevision.lineage.maps import GEOMETRIC_OPS, PIXEL_OPS, affine
 from codevision.sandbox import ImageOp, ImageRef, OutputImageInfo, RunResult, Sandbox
 from codevision.sandbox.results import ImageBase
 from codevision.task import Task
@@ -223,7 +222,7 @@ def test_the_crop_tool_composes_with_the_image_it_zooms_into() -> None:
     first, second = trajectory.images[1].lineage, trajectory.images[2].lineage
     assert first is not None and second is not None and first.status == second.status == "host"
     assert first.box == (40.0, 20.0, 120.0, 100.0) and second.box == (50.0, 30.0, 90.0, 60.0)
-    assert np.allclose(to_matrix(second.matrix)[:2, 2], [50.0, 30.0])  # type: ignore[arg-type]
+    assert np.allclose(affine(*second.matrix)[:2, 2], [50.0, 30.0])  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------------------------ hostile traces

@@ -9,6 +9,6 @@ stored on each :class:`~codevision.trajectory.ImageRecord` as a :class:`~codevis
 """
 
 from codevision.lineage.maps import PIXEL_OPS, Unreplayable, op_map
-from codevision.lineage.tracker import LineageTracker, orientation_of, to_matrix
+from codevision.lineage.tracker import LineageTracker, orientation_of
 
-__all__ = ["PIXEL_OPS", "LineageTracker", "Unreplayable", "op_map", "orientation_of", "to_matrix"]
+__all__ = ["PIXEL_OPS", "LineageTracker", "Unreplayable", "op_map", "orientation_of"]

@@ -22,6 +22,7 @@ from codevision.lineage.maps import (
     NEUTRAL_OPS,
     PIXEL_OPS,
     Unreplayable,
+    affine,
     apply,
     keeps_only_structure,
     op_map,
@@ -34,11 +35,6 @@ from codevision.trajectory import Lineage, Trajectory
 
 #: Chains longer than this are not followed (a loop of thousands of ops is not a view of anything).
 MAX_CHAIN = 256
-
-
-def to_matrix(values: Sequence[float]) -> np.ndarray:
-    a, b, c, d, e, f = values
-    return np.array([[a, b, c], [d, e, f], [0.0, 0.0, 1.0]])
 
 
 def orientation_of(matrix: np.ndarray) -> tuple[float, bool]:
@@ -125,10 +121,10 @@ class LineageTracker:
         """Image ``index`` is the host's crop of image ``source`` to ``box`` (in its pixels)."""
         images = self.trajectory.images
         base = images[source].lineage
-        if base is None or not base.verified or base.matrix is None or base.input is None:
+        if not _trusted(base):
             images[index].lineage = _unverified_base(source, base)
             return
-        matrix = to_matrix(base.matrix) @ translation(float(box[0]), float(box[1]))
+        matrix = affine(*base.matrix) @ translation(float(box[0]), float(box[1]))
         images[index].lineage = view("host", base.input, matrix, images[index].size, images[base.input].size)
 
     # ------------------------------------------------------------------ internals
@@ -176,11 +172,11 @@ class LineageTracker:
             )
         base_index = self._bases[current]
         base = images[base_index].lineage
-        if base is None or not base.verified or base.matrix is None or base.input is None:
+        if not _trusted(base):
             return _unverified_base(base_index, base, chain)
         verdict = self._replay(index, base_index, matrix, steps)
         status = "verified" if verdict.agrees else "mismatch"
-        total = to_matrix(base.matrix) @ matrix
+        total = affine(*base.matrix) @ matrix
         return view(
             status, base.input, total, images[index].size, images[base.input].size,
             chain=chain, agreement=verdict.agreement, reason=verdict.reason,
@@ -205,6 +201,11 @@ class LineageTracker:
 
 def _shown_at(info: OutputImageInfo, n_ops: int) -> int:
     return n_ops if info.trace_at is None else max(0, min(info.trace_at, n_ops))
+
+
+def _trusted(lineage: Lineage | None) -> bool:
+    """Whether an image can be built on: verified, and placed in an input."""
+    return lineage is not None and lineage.verified and lineage.matrix is not None and lineage.input is not None
 
 
 def _unverified_base(index: int, base: Lineage | None, chain: list[int] | None = None) -> Lineage:

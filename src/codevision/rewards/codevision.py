@@ -104,8 +104,9 @@ def _expected_orientation(expected: list[str]) -> tuple[list[str], Orientation]:
 
 @dataclass(frozen=True)
 class OrientationAnalysis:
-    """Which expected orientation ops a shown image reached, and which turning ops led to none."""
+    """The expected orientation ops, those a shown image reached, and the turning ops that led to none."""
 
+    oriented: list[str]
     credited: list[str]
     spurious: list[int]
     reached: bool
@@ -136,7 +137,7 @@ def analyse_orientation(ops: list[ImageOp], shown: list[Shown], expected: list[s
                 justifying += hits
     justified = {position for item in justifying for position in item.lineage.chain}  # type: ignore[union-attr]
     spurious = [i for i, op in enumerate(ops) if _turns(op) and i not in justified]
-    return OrientationAnalysis(credited=credited, spurious=spurious, reached=bool(reaching))
+    return OrientationAnalysis(oriented=oriented, credited=credited, spurious=spurious, reached=bool(reaching))
 
 
 def effective(op: ImageOp, tolerance: float) -> bool:
@@ -225,9 +226,8 @@ def codevision_reward(
     orientation = analyse_orientation(ops, shown, expected)
     seen = shown_ops(trajectory, ops)
     # Orientation ops are credited by the orientation a shown image reached, never by name.
-    oriented, _ = _expected_orientation(expected)
     credited = set(orientation.credited) | {
-        name for name in expected if name != "crop" and name not in oriented and name in seen
+        name for name in expected if name != "crop" and name not in orientation.oriented and name in seen
     }
     credit = float(len(credited))
     crop = crop_credit(task, shown, config.zoom_share) if "crop" in expected else 0.0
