@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from codevision.agent import Limits, arun_agent, run_agent
+from codevision.chat import ImageBudget
 from codevision.demo import EXAMPLES, RECEIPT
 from codevision.policies import ReplayPolicy, ScriptedPolicy
 from codevision.protocols import get_protocol
@@ -157,6 +158,41 @@ def test_model_sees_images_sized_like_the_qwen_processor(sandbox: Sandbox) -> No
     width, height = seen[0]
     assert width % 28 == 0 and height % 28 == 0 and width * height <= 256 * 28 * 28
     assert trajectory.images[0].size == (3000, 2000) and trajectory.images[0].model_size == (width, height)
+
+
+class KnowsItsProcessor(ScriptedPolicy):
+    """A policy whose model's processor sizes images with factor 32 (a local Qwen3-VL)."""
+
+    budget = ImageBudget(32, 64 * 32 * 32, 256 * 32 * 32)
+
+    async def image_budget(self) -> ImageBudget:
+        return self.budget
+
+
+def test_a_policys_own_budget_sizes_the_images_and_is_recorded(sandbox: Sandbox) -> None:
+    replies = [call("display(image.crop((0, 0, 120, 40)))"), "<answer>ok</answer>"]
+    trajectory = run_agent(task_of(gradient_image(300, 200)), KnowsItsProcessor(replies), sandbox, get_protocol())
+    budget = KnowsItsProcessor.budget
+    assert trajectory.metadata["image_budget"] == {"factor": 32, "min_pixels": 65536, "max_pixels": 262144}
+    assert [record.model_size for record in trajectory.images] == [(320, 224), (448, 160)]
+    assert all(budget.target(*record.size) == record.model_size for record in trajectory.images)
+    # Without a budget of its own, a policy's images are sized by the limits, as before.
+    plain = run_agent(task_of(gradient_image(300, 200)), ScriptedPolicy(replies), sandbox, get_protocol())
+    assert plain.metadata["image_budget"] == Limits().image_budget.to_dict()
+    assert [record.model_size for record in plain.images] == [(308, 196), (112, 28)]
+    given = Limits().with_image_budget(budget)
+    served = run_agent(task_of(gradient_image(300, 200)), ScriptedPolicy(replies), sandbox, get_protocol(), given)
+    assert [record.model_size for record in served.images] == [(320, 224), (448, 160)]
+
+
+def test_limits_that_contradict_the_policys_budget_are_refused() -> None:
+    task = task_of(gradient_image())
+    contradicting = Limits(image_factor=28)
+    with pytest.raises(ValueError, match="set the budget on the policy"):
+        run_agent(task, KnowsItsProcessor(["<answer>x</answer>"]), None, get_protocol("direct"), contradicting)
+    same = Limits().with_image_budget(KnowsItsProcessor.budget)
+    trajectory = run_agent(task, KnowsItsProcessor(["\\boxed{x}"]), None, get_protocol("direct"), same)
+    assert trajectory.stop_reason == "answered"
 
 
 def test_many_trajectories_run_concurrently_on_one_sandbox(sandbox: Sandbox) -> None:

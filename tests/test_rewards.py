@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from codevision.agent import Limits
-from codevision.agent.images import smart_resize
+from codevision.chat.budget import smart_resize
 from codevision.rewards import (
     CodeVisionConfig,
     FormatConfig,

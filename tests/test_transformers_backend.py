@@ -22,8 +22,10 @@ pytest.importorskip("transformers", reason="needs transformers (pip install 'tra
 
 from PIL import Image
 
+from codevision.chat.messages import to_chat
+from codevision.chat.templates import template_supports_tool_role
 from codevision.policies import Generation, OpenAIPolicy, PolicyError
-from codevision.policies.transformers_local import TransformersPolicy, template_supports_tool_role, to_chat
+from codevision.policies.transformers_local import TransformersPolicy
 from codevision.testing import TransformersServer, build_tiny_qwen_vl
 from codevision.testing.tiny_vlm import END_OF_TURN, SPECIAL_TOKENS
 from codevision.trajectory import Message

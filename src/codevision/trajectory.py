@@ -51,6 +51,10 @@ Part = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 class Message(BaseModel):
     role: Role
     content: list[Part]
+    #: An assistant reply's tokens exactly as the model sampled them, when the backend reported them.
+    #: Kept in memory only (the turn stores them as ``response_token_ids``), so a token-in/token-out
+    #: backend feeds the model its own tokens back rather than a re-tokenisation of the text.
+    token_ids: list[int] | None = Field(default=None, exclude=True, repr=False)
 
     @classmethod
     def of(cls, role: Role, *parts: str | int) -> Message:
@@ -172,6 +176,10 @@ class Turn(BaseModel):
     tool_seconds: float = 0.0
     response_token_ids: list[int] | None = None
 
+    def message(self) -> Message:
+        """The reply as the assistant message of the conversation, carrying its sampled tokens."""
+        return Message(role="assistant", content=[TextPart(text=self.text)], token_ids=self.response_token_ids)
+
 
 class Trajectory(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -222,7 +230,7 @@ class Trajectory(BaseModel):
         """Every message in order, as the model saw them (images by index)."""
         messages = list(self.messages)
         for turn in self.turns:
-            messages.append(Message.of("assistant", turn.text))
+            messages.append(turn.message())
             messages.extend(turn.observation)
         return messages
 

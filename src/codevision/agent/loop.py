@@ -15,8 +15,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from codevision.agent.images import ModelImages, smart_resize
+from codevision.agent.images import ModelImages
 from codevision.agent.limits import Limits
+from codevision.chat.budget import ImageBudget
 from codevision.lineage import LineageTracker
 from codevision.policies.base import Policy, PolicyError
 from codevision.protocols.base import ParsedTurn, Protocol
@@ -39,6 +40,7 @@ class _Episode:
         sandbox: Sandbox | RemoteSandbox | None,
         protocol: Protocol,
         limits: Limits,
+        budget: ImageBudget,
         on_turn: TurnCallback | None,
     ) -> None:
         self.on_turn = on_turn
@@ -47,6 +49,7 @@ class _Episode:
         self.sandbox = sandbox
         self.protocol = protocol
         self.limits = limits
+        self.budget = budget
         self.trajectory = Trajectory(
             task_id=task.id,
             protocol=protocol.name,
@@ -54,10 +57,9 @@ class _Episode:
             source=task.source,
             question=task.question,
             references=list(task.answers),
+            metadata={"image_budget": budget.to_dict()},
         )
-        self.model_images = ModelImages(
-            self.trajectory.image, limits.image_factor, limits.image_min_pixels, limits.image_max_pixels
-        )
+        self.model_images = ModelImages(self.trajectory.image, budget)
         self.session: SessionAPI | None = None
         self.lineage = LineageTracker(self.trajectory)
         # The conversation as sent to the policy: it only ever grows at its end.
@@ -67,12 +69,9 @@ class _Episode:
     # ------------------------------------------------------------------ images
     def add_image(self, image: Image.Image, origin: str, turn: int | None) -> int:
         """Record an image; the model-sized copy is made only if a policy looks at it."""
-        limits = self.limits
-        height, width = smart_resize(
-            image.height, image.width, limits.image_factor, limits.image_min_pixels, limits.image_max_pixels
-        )
+        model_size = self.budget.target(image.width, image.height)
         index = self.trajectory.add_image(image, origin, turn)  # type: ignore[arg-type]
-        self.trajectory.images[index].model_size = (width, height)
+        self.trajectory.images[index].model_size = model_size
         self.model_images.append_index()
         return index
 
@@ -217,7 +216,7 @@ class _Episode:
             try:
                 if await self._turn(turn, parsed):
                     return
-                self.messages.append(Message.of("assistant", turn.text))
+                self.messages.append(turn.message())
                 self.messages.extend(turn.observation)
             finally:
                 if self.on_turn is not None:
@@ -259,9 +258,35 @@ async def arun_agent(
 
     Model failures and sandbox outages end the trajectory with a stop reason and the error, never
     an exception; a task whose images cannot be loaded raises, naming the task and the file.
-    ``on_turn`` is called after every turn (for streaming displays).
+    ``on_turn`` is called after every turn (for streaming displays). Images are sized by the
+    policy's own pixel budget when it has one (a local model's processor), else by ``limits``;
+    the budget used is recorded in the trajectory's metadata.
     """
-    return await _Episode(task, policy, sandbox, protocol, limits or Limits(), on_turn).run(base_dir)
+    limits = limits or Limits()
+    budget = await _image_budget(policy, limits)
+    return await _Episode(task, policy, sandbox, protocol, limits, budget, on_turn).run(base_dir)
+
+
+async def _image_budget(policy: Policy, limits: Limits) -> ImageBudget:
+    """The budget images are sized with: the policy's (what its processor does anyway), else the limits'.
+
+    Limits that set a different budget for a policy with its own are refused, because the processor
+    would resize every image again and the recorded sizes would not be what the model saw. A policy
+    that cannot load its processor falls back to the limits: its first reply fails with the reason.
+    """
+    try:
+        own = await policy.image_budget()
+    except PolicyError:
+        return limits.image_budget
+    if own is None:
+        return limits.image_budget
+    if limits.sets_image_budget and limits.image_budget != own:
+        raise ValueError(
+            f"the limits size images with {limits.image_budget}, but {policy.name or type(policy).__name__} "
+            f"sizes them with its processor's {own}; set the budget on the policy (e.g. TransformersPolicy's "
+            "max_pixels) instead"
+        )
+    return own
 
 
 def run_agent(

@@ -1,8 +1,10 @@
 """Local image-text-to-text generation with transformers, in this process.
 
-Uses the checkpoint's own processor and chat template, so the prompt is token for token what the
-model was trained on, and reports the exact response token ids (what a trainer needs). Works for
-Qwen2.5-VL, Qwen3-VL and other models that ``AutoModelForImageTextToText`` loads.
+Each prompt is built by :class:`~codevision.chat.ChatRenderer` with the checkpoint's own processor,
+token-in/token-out: earlier replies go back to the model as the ids it sampled, so the prompt of
+every turn is, token for token and pixel for pixel, the prefix of the sequence a trainer renders
+from the recorded trajectory. The response token ids are reported exactly. Works for Qwen2.5-VL,
+Qwen3-VL and other models that ``AutoModelForImageTextToText`` loads.
 
 torch and transformers are not dependencies of codevision; they are imported when a policy is
 created, and a missing install is reported with the command that fixes it.
@@ -11,7 +13,6 @@ created, and a missing install is reported with the command that fixes it.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 from collections.abc import Sequence
@@ -21,14 +22,11 @@ from typing import Any
 
 from PIL import Image
 
+from codevision.chat import ChatRenderer, ImageBudget, sampled_ids
 from codevision.policies.base import Generation, Policy, PolicyError
-from codevision.trajectory import Message, TextPart, Usage
+from codevision.trajectory import Message, Usage
 
 INSTALL_HINT = "pip install torch==2.13.0 'transformers>=5.18'"
-
-# A template that never names the role "tool" renders tool messages like any other role
-# (Qwen2.5-VL's prints "<|im_start|>tool"), which the model never saw in training.
-_TOOL_ROLE = re.compile(r"""["']tool["']""")
 
 
 def _import_engine() -> tuple[Any, Any]:
@@ -43,62 +41,30 @@ def _import_engine() -> tuple[Any, Any]:
     return torch, transformers
 
 
-def template_supports_tool_role(chat_template: str | dict[str, str] | None) -> bool:
-    """Whether a chat template handles messages with role ``tool`` itself (e.g. Qwen3-VL's does)."""
-    if isinstance(chat_template, dict):
-        chat_template = chat_template.get("default")
-    return bool(chat_template and _TOOL_ROLE.search(chat_template))
-
-
-def to_chat(messages: Sequence[Message], images: Sequence[Image.Image], *, tool_role: bool) -> list[dict[str, Any]]:
-    """Messages in the processor's chat format, images as PIL objects in place.
-
-    Without ``tool_role``, each tool message becomes a user message with its content wrapped in
-    ``<tool_response>`` tags: what Qwen-style templates render for a tool turn, and exactly what
-    :class:`~codevision.policies.openai.OpenAIPolicy` sends, so both backends build the same prompt.
-    """
-    chat: list[dict[str, Any]] = []
-    for message in messages:
-        content: list[dict[str, Any]] = []
-        for part in message.content:
-            if isinstance(part, TextPart):
-                content.append({"type": "text", "text": part.text})
-            elif 0 <= part.index < len(images):
-                content.append({"type": "image", "image": images[part.index]})
-            else:
-                raise ValueError(f"a message refers to image {part.index} but generate() got {len(images)} images")
-        if message.role == "tool" and not tool_role:
-            wrapped = [
-                {"type": "text", "text": "<tool_response>\n"},
-                *content,
-                {"type": "text", "text": "\n</tool_response>"},
-            ]
-            chat.append({"role": "user", "content": wrapped})
-        else:
-            chat.append({"role": message.role, "content": content})
-    return chat
-
-
 @dataclass
 class _Loaded:
-    processor: Any
+    renderer: ChatRenderer
     model: Any
-    tool_role: bool
     eos_ids: frozenset[int]
 
 
 class TransformersPolicy(Policy):
     """A local model (folder or cached checkpoint) run with transformers.
 
-    The model is loaded on the first :meth:`generate`, in a worker thread, and generations run one
+    The processor and model are loaded on first use, in a worker thread, and generations run one
     at a time in that thread, so the event loop stays responsive while the model computes.
 
     - ``device`` / ``dtype``: where and in which precision the weights live (``"auto"``: as saved).
-    - ``max_pixels``: the image processor's pixel budget (Qwen-VL processors). Set it to at least
-      the budget the images were sized with, or the processor shrinks them a second time.
+    - ``max_pixels``: overrides the pixel budget saved with the image processor (Qwen-VL processors).
+      The agent loop sizes images with the processor's budget (:meth:`image_budget`), so they reach
+      the model unchanged.
     - ``temperature``: 0 is greedy decoding; above 0 samples (the model's own top-p/top-k apply).
     - ``seed``: reseeds torch before every generation, so the same prompt gives the same reply.
     - ``trust_remote_code``: allow a processor or model class defined by code in the model folder.
+
+    The chat template is the one :func:`~codevision.chat.chat_template_for` picks: the checkpoint's
+    own when it renders tool turns, codevision's shipped Qwen-VL template for Qwen2.5-VL's, which
+    cannot. No tool schema is rendered: the protocol's system prompt describes its tools.
     """
 
     def __init__(
@@ -123,8 +89,21 @@ class TransformersPolicy(Policy):
         self.temperature = temperature
         self.seed = seed
         self.trust_remote_code = trust_remote_code
+        self._processor: Any | None = None
         self._loaded: _Loaded | None = None
         self._lock = asyncio.Lock()
+
+    async def image_budget(self) -> ImageBudget | None:
+        """The budget of the model's image processor as saved with it (or set by ``max_pixels``);
+        None for processors that size images another way than Qwen-VL's."""
+        processor = self._processor
+        if processor is None:
+            async with self._lock:
+                processor = await asyncio.to_thread(self._load_processor)
+        try:
+            return ImageBudget.from_processor(processor)
+        except ValueError:
+            return None
 
     async def generate(
         self, messages: Sequence[Message], images: Sequence[Image.Image], *, max_tokens: int
@@ -143,13 +122,29 @@ class TransformersPolicy(Policy):
                 await asyncio.wait([work])
                 raise
 
+    def _load_processor(self) -> Any:
+        """The processor, loaded once (callers hold the lock)."""
+        if self._processor is None:
+            _, transformers = _import_engine()
+            kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
+            if self.max_pixels is not None:
+                # A from_pretrained argument, not a processor call argument: transformers 5.10 ignores
+                # max_pixels given to the processor's __call__.
+                kwargs["max_pixels"] = self.max_pixels
+            try:
+                self._processor = transformers.AutoProcessor.from_pretrained(self.model_path, **kwargs)
+            except (OSError, ValueError, ImportError) as exc:
+                raise PolicyError(f"cannot load the model {self.model_path!r}: {exc}") from exc
+        return self._processor
+
     def _load(self) -> _Loaded:
         _, transformers = _import_engine()
-        processor_kwargs: dict[str, Any] = {"trust_remote_code": self.trust_remote_code}
-        if self.max_pixels is not None:
-            processor_kwargs["max_pixels"] = self.max_pixels
+        processor = self._load_processor()
         try:
-            processor = transformers.AutoProcessor.from_pretrained(self.model_path, **processor_kwargs)
+            renderer = ChatRenderer(processor)
+        except ValueError as exc:
+            raise PolicyError(f"cannot render prompts for {self.model_path!r}: {exc}") from exc
+        try:
             model = transformers.AutoModelForImageTextToText.from_pretrained(
                 self.model_path,
                 dtype=self.dtype,
@@ -158,12 +153,9 @@ class TransformersPolicy(Policy):
         except (OSError, ValueError, ImportError) as exc:
             raise PolicyError(f"cannot load the model {self.model_path!r}: {exc}") from exc
         model.to(self.device).eval()
-        chat_template = processor.chat_template or getattr(processor.tokenizer, "chat_template", None)
-        if not chat_template:
-            raise PolicyError(f"the model {self.model_path!r} has no chat template")
         eos = model.generation_config.eos_token_id
         eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-        return _Loaded(processor, model, template_supports_tool_role(chat_template), eos_ids)
+        return _Loaded(renderer, model, eos_ids)
 
     def _generate(
         self,
@@ -179,13 +171,13 @@ class TransformersPolicy(Policy):
             self._loaded = self._load()
         loaded = self._loaded
         start = time.perf_counter()
-        chat = to_chat(messages, images, tool_role=loaded.tool_role)
         try:
-            inputs = loaded.processor.apply_chat_template(
-                chat, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-            ).to(loaded.model.device)
+            rendered = loaded.renderer.render(
+                messages, images, sampled=sampled_ids(messages), add_generation_prompt=True
+            )
         except (ValueError, TypeError, KeyError, TemplateError) as exc:
             raise PolicyError(f"cannot build the prompt for {self.model_path!r}: {exc}") from exc
+        inputs = {key: value.to(loaded.model.device) for key, value in loaded.renderer.model_inputs(rendered).items()}
 
         def stop_when_cancelled(input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
@@ -195,7 +187,7 @@ class TransformersPolicy(Policy):
         )
         if self.seed is not None:
             torch.manual_seed(self.seed)
-        prompt_length = int(inputs["input_ids"].shape[1])
+        prompt_length = len(rendered.input_ids)
         try:
             with torch.inference_mode():
                 output = loaded.model.generate(
@@ -206,7 +198,7 @@ class TransformersPolicy(Policy):
         token_ids = [int(token) for token in output[0, prompt_length:].tolist()]
         finished = bool(token_ids) and token_ids[-1] in loaded.eos_ids
         return Generation(
-            text=loaded.processor.tokenizer.decode(token_ids, skip_special_tokens=True),
+            text=loaded.renderer.tokenizer.decode(token_ids, skip_special_tokens=True),
             usage=Usage(prompt_tokens=prompt_length, completion_tokens=len(token_ids)),
             finish_reason="stop" if finished else "length",
             token_ids=token_ids,
@@ -214,6 +206,7 @@ class TransformersPolicy(Policy):
         )
 
     async def aclose(self) -> None:
-        """Drop the model so its memory can be freed (waits for a running generation)."""
+        """Drop the model and processor so their memory can be freed (waits for a running generation)."""
         async with self._lock:
             self._loaded = None
+            self._processor = None
