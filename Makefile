@@ -79,11 +79,13 @@ test-core: lint browser
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 test-engine: $(ENGINE_VENV)/.installed
-	$(ENGINE_BIN)/python -m pytest -n 2 tests/test_transformers_backend.py tests/test_data_trl.py tests/test_data_stats.py
+	$(ENGINE_BIN)/python -m pytest -n 2 tests/test_transformers_backend.py tests/test_chat_render.py tests/test_data_trl.py \
+	  tests/test_data_stats.py
 
-# The verl export read by verl's own RLHFDataset.
+# The verl export read by verl's own RLHFDataset, and the chat renderer under verl's transformers (5.10;
+# the tests that need TRL skip themselves).
 test-verl: $(VERL_VENV)/.installed
-	$(VERL_BIN)/python -m pytest tests/test_data_verl.py
+	$(VERL_BIN)/python -m pytest tests/test_data_verl.py tests/test_chat_render.py
 
 # The sharegpt export read by LLaMA-Factory's own data pipeline (converter, mm plugin, SFT masking).
 test-llamafactory: $(LF_VENV)/.installed
@@ -97,6 +99,7 @@ bench: $(VENV)/.core-installed
 	$(BIN)/python bench/transforms.py
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/rewards.py
+	$(BIN)/python bench/viewer.py
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) $(VERL_VENV) $(LF_VENV) codevision-out codevision-demo codevision-runs .pytest_cache .ruff_cache

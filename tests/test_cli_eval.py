@@ -66,7 +66,7 @@ def test_eval_compare_prints_both_runs(tmp_path: Path) -> None:
         args = ["eval", "-m", f"scripted:{name}.json", "-b", "synthetic:3", "--protocol", "direct", "-o", name]
         assert run_cli(*args, cwd=tmp_path).returncode == 0
     done = run_cli("eval", "compare", "a", "b", "--json", cwd=tmp_path)
-    rows = {row["group"]: row for row in json.loads(done.stdout)}
+    rows = {row["group"]: row for row in json.loads(done.stdout)["rows"]}
     assert rows["overall"]["a"] == 0.0 and rows["overall"]["b"] > 0.0
 
 

@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from codevision.eval import EvalItem, ResultStore, build_report, compare, evaluate, write_report
+from codevision.eval.items import build_items
 from codevision.policies import PolicyError, ScriptedPolicy
 from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
+from codevision.scoring.judge import JudgeError
 from codevision.task import Task
 from codevision.trajectory import Trajectory
 from tests.conftest import gradient_image, tool_call
@@ -91,7 +93,7 @@ def test_results_report_and_robustness(tmp_path: Path) -> None:
     )
     paths = write_report(tmp_path / "run")
     assert "Robustness" in paths["markdown"].read_text()
-    assert "data:image/png;base64," in paths["html"].read_text()
+    assert "data:image/svg+xml;base64," in paths["html"].read_text()
     saved = Trajectory.load(tmp_path / "run" / store.records["q0@none"]["trajectory"])
     assert saved.score == {"correct": True, "value": 1.0, "rule": "exact"}
 
@@ -120,11 +122,111 @@ def test_failed_items_are_recorded_with_the_reason(tmp_path: Path) -> None:
     assert report["scored"] == 6 and len(report["failed"]) == 2
 
 
+class Judged:
+    """A scorer whose judge is down (``JudgeError``), unreadable, or up, as the test sets it."""
+
+    def __init__(self, state: str) -> None:
+        self.state = state
+        self.calls = 0
+
+    async def __call__(self, task: Task, trajectory: Trajectory) -> dict[str, Any]:
+        self.calls += 1
+        if self.state == "down":
+            raise JudgeError("judge 'j' at http://127.0.0.1:9/v1: connection refused")
+        base = await exact(task, trajectory)
+        if self.state == "unreadable":
+            return {**base, "needs_judge": True, "details": {"judge": {"error": "no readable verdict"}}}
+        return {**base, "judged": True, "needs_judge": False}
+
+
+class Refusing(ScriptedPolicy):
+    """A model that must not be asked: re-scoring works from the saved trajectories."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda messages: "")
+
+    async def generate(self, messages, images, *, max_tokens):  # type: ignore[no-untyped-def]
+        raise AssertionError("the model was asked again")
+
+
+def run_judged(out: Path, policy: ScriptedPolicy, scorer: Judged, *, retry_failed: bool = False) -> ResultStore:
+    return asyncio.run(
+        evaluate(
+            items(2),
+            policy=policy,
+            sandbox=None,
+            protocol=get_protocol("direct"),
+            scorer=scorer,
+            out=out,
+            retry_failed=retry_failed,
+        )
+    )
+
+
+def test_a_judge_outage_keeps_the_trajectories_and_retry_failed_rescores_without_the_model(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    store = run_judged(out, ScriptedPolicy(answer_by_task), Judged("down"))
+    assert {r["status"] for r in store.records.values()} == {"failed"}
+    record = store.records["q0@none"]
+    assert record["stage"] == "judge" and "connection refused" in record["reason"]
+    assert record["correct"] is None and record["judge_error"].startswith("judge 'j'")
+    assert Trajectory.load(out / record["trajectory"]).final_answer == "0"
+    scorer = Judged("up")
+    store = run_judged(out, Refusing(), scorer, retry_failed=True)
+    assert scorer.calls == 4
+    assert {k: r["correct"] for k, r in store.records.items()} == {
+        "q0@none": True, "q0@rotate_90": True, "q1@none": False, "q1@rotate_90": False,
+    }  # fmt: skip
+    assert all(r["status"] == "done" and r["judged"] and r["judge_error"] is None for r in store.records.values())
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["key"] for r in lines) == sorted(store.records)  # superseded lines compacted away
+    assert Trajectory.load(out / record["trajectory"]).score["judged"] is True
+
+
+def test_unreadable_verdicts_are_counted_and_rescored_when_asked(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    store = run_judged(out, ScriptedPolicy(answer_by_task), Judged("unreadable"))
+    assert all(r["status"] == "done" and r["needs_judge"] for r in store.records.values())
+    assert {r["judge_error"] for r in store.records.values()} == {"no readable verdict"}
+    untouched = Judged("up")
+    run_judged(out, Refusing(), untouched)  # a plain resume leaves scored items alone
+    assert untouched.calls == 0
+    store = run_judged(out, Refusing(), untouched, retry_failed=True)
+    assert untouched.calls == 4 and not any(r["needs_judge"] for r in store.records.values())
+
+
+def test_an_unreadable_image_fails_its_item_and_the_rest_run(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    good = Task(id="ok", images=["ok.png"], question="What is q0?", answers=["0"], source="unit")
+    gradient_image(20, 20).save(tmp_path / "ok.png")
+    bad = Task(id="bad", images=["broken.png"], question="What is q0?", answers=["0"], source="unit")
+    listed = list(build_items([good, bad], [], base_dir=tmp_path))
+    for skip, status in ((False, "failed"), (True, "skipped")):
+        store = asyncio.run(
+            evaluate(
+                listed,
+                policy=ScriptedPolicy(answer_by_task),
+                sandbox=None,
+                protocol=get_protocol("direct"),
+                scorer=exact,
+                out=tmp_path / status,
+                skip_bad_items=skip,
+            )
+        )
+        assert store.records["ok@none"]["correct"] is True
+        record = store.records["bad@none"]
+        assert record["status"] == status and record["stage"] == "input" and record["correct"] is None
+        assert "broken.png" in record["reason"] and "cannot be read" in record["reason"]
+
+
 def test_a_line_cut_by_a_crash_is_dropped_on_reopen(tmp_path: Path) -> None:
     store = ResultStore(tmp_path)
     store.add({"key": "a@none", "status": "done", "correct": True})
     with open(tmp_path / "results.jsonl", "a") as fh:
         fh.write('{"key": "b@none", "stat')
+    assert set(ResultStore.read(tmp_path)) == {"a@none"}  # what reports read mid-run: the line stays
+    assert (tmp_path / "results.jsonl").read_text().endswith('"stat')
     reopened = ResultStore(tmp_path)
     assert set(reopened.records) == {"a@none"}
     assert (tmp_path / "results.jsonl").read_text().endswith("}\n")
@@ -212,8 +314,10 @@ def test_compare_puts_two_runs_side_by_side(tmp_path: Path) -> None:
                 out=tmp_path / name,
             )
         )
-    rows = {row["group"]: row for row in compare(tmp_path / "a", tmp_path / "b")}
-    assert rows["overall"] == {"group": "overall", "a": 50.0, "b": 50.0, "diff": 0.0}
+    result = compare(tmp_path / "a", tmp_path / "b")
+    assert result["same_items"] is True and result["warning"] is None
+    rows = {row["group"]: row for row in result["rows"]}
+    assert rows["overall"] == {"group": "overall", "a": 50.0, "b": 50.0, "n_a": 4, "n_b": 4, "diff": 0.0}
     assert rows["transform rotate_90"]["a"] == 50.0
 
 

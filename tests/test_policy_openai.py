@@ -285,6 +285,43 @@ def test_the_circuit_breaker_lets_one_request_try_again_and_closes_on_an_answer(
         assert server.request_count == 4
 
 
+def test_a_late_reply_is_visible_with_its_elapsed_time_and_attempt() -> None:
+    """A server that fails once and then answers slowly: while it works, ``waiting`` reports the wait;
+    the spinner shows it after SHOW_AFTER seconds and goes away with the reply."""
+    from rich.console import Console
+
+    from codevision.cli import waits
+
+    with FakeOpenAIServer(["late"], faults=[503], delay=0.6) as server:
+        policy = OpenAIPolicy(server.url, server.model, retries=3, backoff=0.01)
+        console = Console(record=True, force_terminal=True, width=200)
+        seen: list[Any] = []
+
+        async def watched() -> str:
+            async def sample() -> None:
+                while True:
+                    seen.append(policy.waiting())
+                    await asyncio.sleep(0.05)
+
+            sampler = asyncio.create_task(sample())
+            async with policy, waits.WaitSpinner(console, [("the model", policy)], interval=0.05):
+                text = (await policy.generate(question(), [gradient_image()], max_tokens=4)).text
+            sampler.cancel()
+            return text
+
+        original = waits.SHOW_AFTER
+        waits.SHOW_AFTER = 0.3
+        try:
+            assert run(watched()) == "late"
+        finally:
+            waits.SHOW_AFTER = original
+    late = [wait for wait in seen if wait is not None]
+    assert late and late[-1].attempt == 2 and late[-1].attempts == 4 and late[-1].requests == 1
+    assert late[-1].seconds >= 0.4 and policy.waiting() is None
+    assert "for the model (attempt 2 of 4, 1 request in flight)" in console.export_text()
+    assert waits.wait_message([("the model", policy), ("the judge", None)]) is None
+
+
 def test_base_url_without_path_gets_v1() -> None:
     with FakeOpenAIServer(["ok"]) as server:
         root = server.url.removesuffix("/v1")

@@ -1,5 +1,6 @@
 """The trajectory viewer: what it finds, what it writes, and how the page behaves in a real Chromium.
 
+Both kinds of page are tried: the default one, with its files folder, and the self-contained one.
 The browser part drives Debian's ``chromium`` through ``chromedriver`` with a few lines of
 WebDriver over ``urllib``: it is what a reader sees, scripts, Content-Security-Policy and all.
 """
@@ -24,10 +25,15 @@ import pytest
 from typer.testing import CliRunner
 
 from codevision.cli import app
+from codevision.eval.store import item_folder, item_key
 from codevision.sandbox.results import ImageOp, ImageRef
+from codevision.testing.runs import TRANSFORMS, synthetic_image, write_synthetic_run
 from codevision.trajectory import Action, Lineage, Message, ToolOutcome, Trajectory, Turn, Usage
-from codevision.viewer import NoTrajectoriesFound, collect, write_viewer
+from codevision.viewer import ForeignFilesFolder, NoTrajectoriesFound, collect, files_folder_of, write_viewer
+from codevision.viewer.files import MARKER
 from codevision.viewer.html import split_think
+from codevision.viewer.images import THUMB_SIDE
+from codevision.viewer.page import RECEIVER
 from tests.conftest import gradient_image
 
 PAYLOAD = "</script><img src=x onerror=alert(1)>"
@@ -138,7 +144,14 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def page(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default page: summaries in the page, bodies and images in ``view_files/`` beside it."""
     return write_viewer([run_folder], tmp_path_factory.mktemp("page") / "view.html")
+
+
+@pytest.fixture(scope="module")
+def single_file(run_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The self-contained page of the same trajectories."""
+    return write_viewer([run_folder], tmp_path_factory.mktemp("single") / "view.html", self_contained=True)
 
 
 # ---------------------------------------------------------------------------------------- finding
@@ -187,8 +200,8 @@ class _Tags(HTMLParser):
         self.tags.append((tag, dict(attrs)))
 
 
-def test_page_is_self_contained_and_escapes_everything(page: Path) -> None:
-    text = page.read_text(encoding="utf-8")
+def test_self_contained_page_embeds_and_escapes_everything(single_file: Path) -> None:
+    text = single_file.read_text(encoding="utf-8")
     parser = _Tags()
     parser.feed(text)
     assert [tag for tag, _ in parser.tags].count("script") == 1
@@ -201,6 +214,123 @@ def test_page_is_self_contained_and_escapes_everything(page: Path) -> None:
     assert "Content-Security-Policy" in text
     assert 'width="1024" height="614"' in text, "the 2000x1200 input is embedded at most 1024 px wide"
     assert "could not load (2)" in text
+    assert not files_folder_of(single_file).exists()
+
+
+BODY_FILE = re.compile(rf"{RECEIVER}\((\d+), (.*)\);\n", re.DOTALL)
+
+
+def _bodies(page: Path) -> list[str]:
+    """The trajectory bodies of a page with a files folder, from its body files, in page order."""
+    bodies = []
+    for script in sorted(files_folder_of(page).glob("*.js")):
+        match = BODY_FILE.fullmatch(script.read_text(encoding="ascii"))
+        assert match is not None, script
+        bodies.append((int(match.group(1)), json.loads(match.group(2))))
+    return [body for _, chunk in sorted(bodies) for body in chunk]
+
+
+def test_page_with_files_escapes_everything_and_refers_only_to_its_files(page: Path, run_folder: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert text.count("</script>") == 1 and "What is the peak?" not in text, "the page holds summaries only"
+    assert "&#x27;strict-dynamic&#x27;" in text and "img-src &#x27;self&#x27;" in text
+    bodies = _bodies(page)
+    assert len(bodies) == 4
+    tags = []
+    for markup in (text, *bodies):
+        parser = _Tags()
+        parser.feed(markup)
+        tags += parser.tags
+    assert [(tag, attrs) for tag, attrs in tags if tag == "script"] == [("script", {})], "only the page's own script"
+    attributes = [(tag, name, value or "") for tag, attrs in tags for name, value in attrs.items()]
+    assert not [a for a in attributes if a[1].startswith("on")], "no inline event handlers"
+    assert not [a for a in attributes if a[1] in ("href", "action", "srcset")], "no links"
+    images = [value for _, name, value in attributes if name in ("src", "data-full")]
+    assert len(images) == 4  # the chart input (thumbnail and full) and its crop, the hostile input; the lost file none
+    assert all(value.startswith("view_files/") and (page.parent / value).is_file() for value in images), images
+    assert any("&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in body for body in bodies)
+    chart = next(body for body in bodies if "What is the peak?" in body)
+    assert f'width="{THUMB_SIDE}" height="288"' in chart, "the 2000x1200 input is shown as a thumbnail"
+    full = re.search(r'data-full="([^"]+)"', chart)
+    assert full is not None
+    original = run_folder / "chartqa" / "chart-1" / "images" / "0000.png"
+    assert (page.parent / full.group(1)).read_bytes() == original.read_bytes(), "full images are the originals"
+    assert "could not load (2)" in text
+
+
+def test_rebuild_reuses_its_files_and_removes_stale_ones(run_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "view.html"
+    files = files_folder_of(write_viewer([run_folder], out))
+    written = {path.name: path.stat().st_mtime_ns for path in files.iterdir()}
+    (files / "0123abcd.png").write_bytes(b"from an earlier build")
+    (files / ".tmp-cut-short").write_bytes(b"")
+    write_viewer([run_folder], out)
+    assert {path.name: path.stat().st_mtime_ns for path in files.iterdir()} == written, "nothing rewritten"
+
+    write_viewer([run_folder / "docvqa"], out)
+    left = {path.name for path in files.iterdir()}
+    assert MARKER in left and len(left) == 3  # the marker, the hostile input, one body file
+    write_viewer([run_folder / "docvqa"], out, self_contained=True)
+    assert not files.exists(), "a self-contained page takes away the files of the page it replaces"
+
+
+def test_only_images_heavy_to_fetch_or_decode_get_a_thumbnail(tmp_path: Path) -> None:
+    t = Trajectory(task_id="sizes", protocol="code", question="q")
+    t.add_image(synthetic_image(600, 400, 1), "input")  # a few kilobytes: shown as it is
+    t.add_image(synthetic_image(600, 400, 2, noise=30.0), "input")  # a photograph's weight
+    t.add_image(gradient_image(1100, 900), "input")  # light, but a megapixel to decode
+    t.save(tmp_path / "t")
+    body = _bodies(write_viewer([tmp_path / "t"], tmp_path / "view.html"))[0]
+    shown = re.findall(r'<img src="[^"]+" alt="image #(\d)" width="(\d+)" height="(\d+)"([^>]*)>', body)
+    sizes = [(index, width, height, "data-full" in rest) for index, width, height, rest in shown]
+    assert sizes == [("0", "600", "400", False), ("1", "480", "320", True), ("2", "480", "393", True)]
+
+
+def test_an_image_file_cut_short_is_reported_in_its_place(tmp_path: Path) -> None:
+    t = Trajectory(task_id="cut", protocol="code", question="q")
+    t.add_image(synthetic_image(600, 400, 1), "input")
+    t.save(tmp_path / "t")
+    image = tmp_path / "t" / "images" / "0000.png"
+    image.write_bytes(image.read_bytes()[:-100])
+    page = write_viewer([tmp_path / "t"], tmp_path / "view.html")
+    assert '<figure class="shot missing" data-index="0"><div>image could not be shown: ' in _bodies(page)[0]
+    assert [path.name for path in files_folder_of(page).iterdir() if not path.name.endswith(".js")] == [MARKER]
+
+
+def test_a_files_folder_that_is_not_the_viewers_is_left_alone(run_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "view_files").mkdir()
+    (tmp_path / "view_files" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ForeignFilesFolder):
+        write_viewer([run_folder], tmp_path / "view.html")
+    done = CliRunner().invoke(app, ["view", str(run_folder), "--out", str(tmp_path / "view.html")])
+    assert done.exit_code == 2 and "not a codevision viewer" in done.stderr
+    assert [path.name for path in (tmp_path / "view_files").iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "view.html").exists()
+
+
+def test_transform_and_run_come_from_the_runs_results(tmp_path: Path) -> None:
+    """Two runs of the same name are told apart; a trajectory outside any run keeps its metadata's transform."""
+    first = write_synthetic_run(tmp_path / "june" / "ocr", 8)
+    second = write_synthetic_run(tmp_path / "july" / "ocr", 4)
+    with open(second / "results.jsonl", "a", encoding="utf-8") as results:
+        results.write('{"key": "task-0@none", "transform": "cut sh')  # a run still writing its next line
+    before = (second / "results.jsonl").read_bytes()
+    loose = _unscored()
+    loose.metadata = {"transform": "rotate:180"}
+    loose.save(tmp_path / "loose")
+    collection = collect([first, second, tmp_path / "loose"])
+    assert (second / "results.jsonl").read_bytes() == before, "a run's results are only read"
+    placed = [(item.run, item.transform) for item in collection.loaded]
+    expected = [("june/ocr", TRANSFORMS[n % len(TRANSFORMS)]) for n in range(8)]
+    expected += [("july/ocr", TRANSFORMS[n % len(TRANSFORMS)]) for n in range(4)]
+    assert sorted(placed[:12]) == sorted(expected) and placed[12] == ("", "rotate:180")
+    for item in collection.loaded[:12]:
+        assert item.path.parent.name == item_folder(item_key(item.trajectory.task_id, item.transform))
+
+    text = write_viewer([first, second, tmp_path / "loose"], tmp_path / "view.html").read_text(encoding="utf-8")
+    assert '<span class="tag transform">transform rotate:90</span><span class="tag run">run june/ocr</span>' in text
+    assert '<option value="=rotate:90">rotate:90 (3)</option>' in text
+    assert '<option value="=july/ocr">july/ocr (4)</option>' in text and "(no run) (1)" in text
 
 
 def test_cli_writes_the_page_and_prints_its_path(run_folder: Path, tmp_path: Path) -> None:
@@ -208,6 +338,11 @@ def test_cli_writes_the_page_and_prints_its_path(run_folder: Path, tmp_path: Pat
     done = CliRunner().invoke(app, ["view", str(run_folder / "chartqa"), "--out", str(out)])
     assert done.exit_code == 0, done.output
     assert done.stdout.strip() == str(out) and out.stat().st_size > 0
+    assert files_folder_of(out).is_dir() and str(files_folder_of(out)) in done.stderr
+    single = tmp_path / "single.html"
+    done = CliRunner().invoke(app, ["view", str(run_folder / "chartqa"), "--out", str(single), "--self-contained"])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.strip() == str(single) and not files_folder_of(single).exists()
 
 
 def test_cli_exits_2_when_no_trajectory_loads(run_folder: Path, tmp_path: Path) -> None:
@@ -301,7 +436,12 @@ class WebDriver:
         return self.call("POST", "/element", {"using": "css selector", "value": css})[ELEMENT]
 
     def click(self, css: str) -> None:
-        self.call("POST", f"/element/{self.find(css)}/click")
+        self.click_element(self.find(css))
+
+    def click_element(self, element: str) -> None:
+        """Click in the middle of the window, clear of the page's sticky header."""
+        self.script("arguments[0].scrollIntoView({block: 'center'})", {ELEMENT: element})
+        self.call("POST", f"/element/{element}/click")
 
     def choose(self, select_css: str, value: str) -> None:
         """Pick the option whose value is ``value``, by clicking it as a user would."""
@@ -375,31 +515,80 @@ step();
 """
 
 
-def test_page_in_chromium(browser: WebDriver, page: Path) -> None:
+# What the page fetched: body files are script elements, images are img elements (Chromium keeps no resource
+# timing for file: pages).
+FETCHED = "return [...document.scripts, ...document.images].map((element) => element.src).filter(Boolean)"
+WAIT_FOR_BODIES = """
+const done = arguments[arguments.length - 1];
+const deadline = Date.now() + 15000;
+const step = () => {
+  const empty = [...document.querySelectorAll('details.traj[open] > .body')].filter((body) => !body.firstChild);
+  if (empty.length === 0 || Date.now() > deadline) {
+    done(empty.length);
+    return;
+  }
+  setTimeout(step, 20);
+};
+step();
+"""
+
+
+def _until(browser: WebDriver, script: str, expected: Any, *args: Any, seconds: float = 15) -> Any:
+    """Run ``script`` until it returns ``expected`` (what the page fetches arrives in its own time)."""
+    deadline = time.monotonic() + seconds
+    while (value := browser.script(script, *args)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def _natural_width(browser: WebDriver, image: str) -> int:
+    return _until(browser, "return arguments[0].complete", True, {ELEMENT: image}) and browser.script(
+        "return arguments[0].naturalWidth", {ELEMENT: image}
+    )
+
+
+@pytest.mark.parametrize("kind", ["page", "single_file"])
+def test_page_in_chromium(browser: WebDriver, kind: str, request: pytest.FixtureRequest) -> None:
+    page: Path = request.getfixturevalue(kind)
+    with_files = kind == "page"
     browser.call("POST", "/url", {"url": page.as_uri()})
     assert browser.script("return document.readyState") == "complete"
     assert browser.script(COUNT) == 4
     assert sorted(browser.script(VISIBLE)) == ["chart-1", "chart-2", "doc-7", "receipt-3"]
     failures = browser.script("return document.querySelectorAll('#failures li').length")
     assert failures == 2
+    if with_files:
+        assert browser.script(FETCHED) == [], "nothing but the page is read before a trajectory is opened"
 
-    # Every embedded image renders, at most 1024 px on its long side; the lost file is reported in its place.
+    # Every image renders, as a thumbnail or embedded at most 1024 px; the lost file is reported in its place.
     browser.click("#expand-all")
+    assert browser.async_script(WAIT_FOR_BODIES) == 0
     images = browser.async_script(WAIT_FOR_IMAGES)
     assert len(images) == 3, images  # chart input and crop, hostile input; the receipt's file is gone
-    assert all(complete and 0 < max(width, height) <= 1024 for _, complete, width, height in images), images
+    largest = THUMB_SIDE if with_files else 1024
+    assert all(complete and 0 < max(width, height) <= largest for _, complete, width, height in images), images
     assert browser.script("return document.querySelectorAll('figure.shot.missing').length") == 1
 
-    # The payload is on the page as text and nowhere as markup.
+    # The payload is on the page as text and nowhere as markup; nothing is loaded from elsewhere.
     assert browser.alert() is None
-    assert browser.script("return document.querySelectorAll('img:not([src^=\"data:\"])').length") == 0
-    assert browser.script("return document.scripts.length") == 1
+    sources = browser.script("return [...document.images].map((img) => img.src)")
+    scripts = browser.script("return [...document.scripts].map((script) => script.src)")
+    if with_files:
+        files = files_folder_of(page).as_uri() + "/"
+        assert all(source.startswith(files) for source in sources), sources
+        assert scripts.count("") == 1 and all(script.startswith(files) for script in scripts if script), scripts
+    else:
+        assert all(source.startswith("data:") for source in sources) and scripts == [""]
     question = browser.script(
         "return [...document.querySelectorAll('details.traj')]"
         ".find((d) => d.querySelector('.id').textContent === arguments[0]).querySelector('.question').textContent",
         "doc-7",
     )
     assert question.endswith(PAYLOAD)
+    if with_files:  # a click shows the original, 2000 px wide
+        thumbnail = browser.find("figure.shot img[data-full]")
+        browser.click_element(thumbnail)
+        assert _natural_width(browser, thumbnail) == 2000
 
     # Filters: correctness check boxes, stop reason, benchmark, text search.
     browser.click('input[name="outcome"][value="correct"]')
@@ -433,6 +622,45 @@ def test_page_in_chromium(browser: WebDriver, page: Path) -> None:
     assert errors == [], errors
 
 
+@pytest.mark.slow
+def test_a_thousand_trajectories_in_chromium(browser: WebDriver, tmp_path: Path) -> None:
+    """Two runs of 500: the page is small, opens with no image, filters by transform and run, loads on demand."""
+    runs = [write_synthetic_run(tmp_path / name, 500, size=(520, 160)) for name in ("june", "july")]
+    page = write_viewer([run / "items" for run in runs], tmp_path / "trajectories.html")
+    assert page.stat().st_size < 5_000_000
+    # Per item its input and its crop (light enough to need no thumbnail): both runs hold the same 500 items'
+    # images, each written once; and a body file per 50 items.
+    files = list(files_folder_of(page).iterdir())
+    assert len(files) == 1 + 2 * 500 + 1000 // 50
+    browser.call("POST", "/url", {"url": page.as_uri()})
+    assert browser.script(COUNT) == 1000
+    assert browser.script(FETCHED) == []
+
+    browser.choose("#f-transform", "=rotate:90")
+    assert browser.script(COUNT) == 250
+    browser.choose("#f-run", "=june")
+    assert browser.script(COUNT) == 125
+    browser.choose("#f-transform", "")
+    assert browser.script(COUNT) == 500
+    browser.choose("#f-run", "")
+    assert browser.script(COUNT) == 1000
+
+    # Opening one trajectory fetches one body file, then (lazily) its images.
+    browser.click("#trajectories > details.traj:nth-child(600) > summary")
+    assert browser.async_script(WAIT_FOR_BODIES) == 0
+    assert [name.endswith(".js") for name in browser.script(FETCHED)].count(True) == 1
+    assert browser.script("return [...document.images].every((img) => img.loading === 'lazy')") is True
+    assert _natural_width(browser, browser.find("details.traj[open] figure.shot img")) == 520
+
+    # Searching for text only bodies hold fetches them all first.
+    browser.type("#f-search", "bar 417?")
+    assert _until(browser, COUNT, 2) == 2
+    assert [name.endswith(".js") for name in browser.script(FETCHED)].count(True) == 1000 // 50
+    assert browser.script("return document.getElementById('loading').hidden") is True
+    errors = [entry for entry in browser.console() if entry["level"] in ("SEVERE", "WARNING")]
+    assert errors == [], errors
+
+
 def test_captions_say_what_a_tool_image_shows_or_why_it_is_not_believed(tmp_path: Path) -> None:
     t = Trajectory(task_id="lineage", protocol="codevision", question="q")
     t.add_image(gradient_image(), "input")
@@ -444,6 +672,6 @@ def test_captions_say_what_a_tool_image_shows_or_why_it_is_not_believed(tmp_path
     t.images[forged].lineage = Lineage(status="mismatch", reason="its pixels do not match the replayed trace")
     t.turns = [Turn(index=0, text="x", outcomes=[ToolOutcome(action=0, status="ok", image_indices=[shown, forged])])]
     t.save(tmp_path / "t")
-    text = write_viewer([tmp_path / "t"], tmp_path / "view.html").read_text(encoding="utf-8")
+    text = "".join(_bodies(write_viewer([tmp_path / "t"], tmp_path / "view.html")))
     assert "shows [0, 0, 64, 48] of input 0, turned 90°" in text
     assert "not verified (mismatch): its pixels do not match the replayed trace" in text

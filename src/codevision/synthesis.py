@@ -20,12 +20,13 @@ from typing import Any
 from PIL import Image
 
 from codevision.agent import Limits, arun_agent
+from codevision.chat.budget import ImageBudget
 from codevision.eval.runner import FAILED_STOPS, EvalItem, RunStopped, Scorer
 from codevision.eval.store import ResultStore, item_folder
 from codevision.geometry import coverage
 from codevision.lineage.views import shown_images, shown_ops
 from codevision.opnames import canonical
-from codevision.policies.base import Generation, Policy
+from codevision.policies.base import Generation, Policy, Waiting
 from codevision.protocols.base import Protocol
 from codevision.sandbox import RemoteSandbox, Sandbox
 from codevision.task import Task
@@ -71,6 +72,12 @@ class GuidedPolicy(Policy):
     @property
     def unavailable(self) -> str | None:  # type: ignore[override]
         return self.teacher.unavailable
+
+    async def image_budget(self) -> ImageBudget | None:
+        return await self.teacher.image_budget()
+
+    def waiting(self) -> Waiting | None:
+        return self.teacher.waiting()
 
     async def generate(
         self, messages: Sequence[Message], images: Sequence[Image.Image], *, max_tokens: int
@@ -157,25 +164,32 @@ async def synthesize(
         async with gate:
             if teacher.unavailable is not None:
                 return
-            record: dict[str, Any] = {"key": key, "task_id": item.task.id, "kind": kind, "source": item.task.source}
+            record: dict[str, Any] = {"key": key, "task_id": item.entry.id, "kind": kind, "source": item.entry.source}
             try:
-                guided = GuidedPolicy(teacher, guidance(item.task, kind))
-                trajectory = await arun_agent(item.task, guided, sandbox, protocol, limits)
+                task = item.task
+            except (ValueError, FileNotFoundError) as exc:  # an unreadable image: the other items go on
+                store.add({**record, "status": "failed", "reason": str(exc)})
+                return
+            try:
+                guided = GuidedPolicy(teacher, guidance(task, kind))
+                trajectory = await arun_agent(task, guided, sandbox, protocol, limits)
                 if trajectory.stop_reason in FAILED_STOPS:
                     if teacher.unavailable is not None:
                         return  # not recorded: the run stops, and --resume runs the item
                     store.add({**record, "status": "failed", "reason": trajectory.error or trajectory.stop_reason})
                     return
-                score = await scorer(item.task, trajectory) if trajectory.stop_reason == "answered" else {}
+                score = await scorer(task, trajectory) if trajectory.stop_reason == "answered" else {}
                 trajectory.score = score
                 trajectory.metadata.update({"kind": kind, "transform": item.transform})
-                reason = rejection(item.task, trajectory, kind, bool(score.get("correct")))
+                reason = rejection(task, trajectory, kind, bool(score.get("correct")))
                 folder = ("accepted" if reason is None else "rejected") + "/" + item_folder(key)
                 trajectory.save(store.directory / folder)
                 record.update({"status": "accepted" if reason is None else "rejected", "reason": reason,
                                "trajectory": folder, "turns": len(trajectory.turns)})  # fmt: skip
             except Exception as exc:  # a failure (the judge, the disk), recorded and retried on resume
                 record.update({"status": "failed", "reason": f"{type(exc).__name__}: {exc}"})
+            finally:
+                item.release()
             store.add(record)
 
     pending = [(item, kinds[i % len(kinds)]) for i, item in enumerate(items)]

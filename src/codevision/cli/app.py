@@ -12,6 +12,7 @@ from codevision.agent import run_agent
 from codevision.cli import render
 from codevision.cli.data import data_app
 from codevision.cli.evaluate import bench_app, eval_app
+from codevision.cli.outputs import claim_folder
 from codevision.cli.run import TurnPrinter, run_command
 from codevision.cli.sandbox import sandbox_app, start_sandbox
 from codevision.cli.view import EPILOG as VIEW_EPILOG
@@ -21,6 +22,9 @@ from codevision.policies import ScriptedPolicy
 from codevision.protocols import get_protocol
 from codevision.protocols.registry import DEFAULT_PROTOCOL
 from codevision.viewer import write_viewer
+
+# Marks a folder written by the demo, which a later demo may replace without --overwrite.
+DEMO_MARKER = ".codevision-demo"
 
 app = typer.Typer(
     name="codevision",
@@ -59,13 +63,17 @@ def demo(
     out: Path = typer.Option(
         Path("codevision-demo"), "--out", "-o", help="Folder for the trajectories and the viewer."
     ),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty --out that does not hold an earlier demo."),
 ) -> None:
     """Run the agent end to end on the bundled examples: no model server, no GPU, no download.
 
     Three photos (a receipt taken sideways, a sign upside down, a label in a mirror) are the tasks;
     a scripted policy plays the model, writing the code a trained model would; the code runs in the
     real sandbox; each turn is streamed; the trajectories are saved and an HTML viewer is written.
+    A folder holding an earlier demo is replaced; any other non-empty folder needs --overwrite.
     """
+    claim_folder(out, overwrite=overwrite or (out / DEMO_MARKER).exists())
+    (out / DEMO_MARKER).write_text("codevision demo output; `codevision demo` replaces this folder\n")
     console = Console()
     protocol = get_protocol(DEFAULT_PROTOCOL)
     printer = TurnPrinter(console)
@@ -79,7 +87,7 @@ def demo(
             trajectory.score = {"correct": trajectory.final_answer == example.answer}
             correct += trajectory.score["correct"]
             saved.append(trajectory.save(out / example.id).parent)
-    viewer = write_viewer(saved, out / "index.html")
+    viewer = write_viewer(saved, out / "index.html", self_contained=True)  # three trajectories: one file to mail
     console.rule("done")
     console.print(f"{correct} of {len(EXAMPLES)} answered correctly; trajectories in [cyan]{out}[/]")
     console.print(f"viewer: [cyan]{viewer}[/]  (open it in a browser)")

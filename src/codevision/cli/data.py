@@ -8,9 +8,10 @@ from pathlib import Path
 import typer
 
 from codevision.benchmarks import BenchmarkError, load_benchmark
+from codevision.cli.outputs import claim_file, claim_folder, ensure_writable
 from codevision.cli.render import EXIT_BAD_INPUT, EXIT_CODE_FAILED, EXIT_MODEL_UNAVAILABLE
 from codevision.data.rl import DEFAULT_AGENT_NAME, rl_items, write_trl_grpo, write_verl_parquet
-from codevision.data.sft import export_sft
+from codevision.data.sft import SFT_FORMATS, export_sft
 from codevision.data.stats import dataset_stats
 from codevision.protocols import get_protocol
 from codevision.protocols.registry import DEFAULT_PROTOCOL
@@ -40,23 +41,34 @@ def export_rl(
     transforms: str | None = typer.Option(None, help="Transforms, e.g. all-orientation or rotate_90,jpeg:3."),
     fmt: str = typer.Option("verl", "--format", help="verl or trl (GRPO)."),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="Protocol whose system prompt and user turn are used."),
-    no_original: bool = typer.Option(False, help="Leave out the untransformed tasks."),
+    original: bool = typer.Option(
+        True, "--original/--no-original", help="Also export the untransformed tasks (--no-original: only transformed)."
+    ),
     split: str = typer.Option("train", help="extra_info.split (verl)."),
     agent_name: str = typer.Option(DEFAULT_AGENT_NAME, help="verl agent loop name (agent_name column)."),
     seed: int = typer.Option(0, help="Seed of the transforms."),
+    overwrite: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """RL prompts from a benchmark, under transforms: verl parquet or a TRL GRPO dataset."""
+    if not original and not transforms:
+        raise _fail("--no-original leaves nothing to export without --transforms; add transforms or drop it")
+    if fmt not in ("verl", "trl"):
+        raise _fail(f"--format {fmt!r} is not known; choose verl or trl")
     try:
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         proto = get_protocol(protocol)
-        items = rl_items(benchmark, chosen, base_dir=benchmark.base_dir, include_original=not no_original, seed=seed)
+        items = list(rl_items(benchmark, chosen, base_dir=benchmark.base_dir, include_original=original, seed=seed))
+        if not items:
+            raise ValueError(f"{source} holds no items; check the path and the layout")
+    except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from None
+    claim_file(out, overwrite=overwrite)
+    try:
         if fmt == "verl":
             rows = write_verl_parquet(items, out, proto, split=split, agent_name=agent_name)
-        elif fmt == "trl":
-            rows = write_trl_grpo(items, out, proto)
         else:
-            raise ValueError(f"unknown format {fmt!r}; choose verl or trl")
+            rows = write_trl_grpo(items, out, proto)
     except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{rows} rows written to {out}")
@@ -78,9 +90,13 @@ def export_sft_command(
     include_incorrect: bool = typer.Option(
         False, "--include-incorrect", help="Also export trajectories scored wrong (left out by default)."
     ),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty --out first."),
 ) -> None:
     """SFT rows from trajectories, the conversation exactly as the protocol rendered it; only correct
     (or unscored) trajectories unless --include-incorrect."""
+    if fmt not in SFT_FORMATS:
+        raise _fail(f"--format {fmt!r} is not known; choose {', '.join(SFT_FORMATS)}")
+    claim_folder(out, overwrite=overwrite)
     try:
         result = export_sft(inputs, out, fmt, name=name, include_incorrect=include_incorrect)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -95,6 +111,8 @@ def export_sft_command(
         )
     if result.unscored:
         typer.echo(f"{result.unscored} trajectories carry no score and were exported as they are", err=True)
+    if not result.rows:
+        raise _fail(f"no rows to export from {', '.join(map(str, inputs))}; nothing was written")
     typer.echo(f"{result.rows} rows written to {result.path}")
 
 
@@ -112,8 +130,17 @@ def stats_command(
             from transformers import AutoTokenizer
         except ImportError:
             raise _fail("--tokenizer needs transformers: pip install 'codevision[transformers]'") from None
-        loaded = AutoTokenizer.from_pretrained(str(tokenizer))
-    typer.echo(json.dumps(dataset_stats(directory, loaded), indent=1))
+        try:
+            loaded = AutoTokenizer.from_pretrained(str(tokenizer))
+        except (OSError, ValueError) as exc:
+            raise _fail(f"--tokenizer {tokenizer}: no tokenizer could be loaded from it ({exc})") from None
+    try:
+        stats = dataset_stats(directory, loaded)
+    except (ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    if not stats["rows"]:
+        raise _fail(f"{directory} holds no training rows or trajectories")
+    typer.echo(json.dumps(stats, indent=1))
 
 
 @data_app.command(
@@ -140,6 +167,7 @@ def synth_command(
     seed: int = typer.Option(0, help="Seed of the sample and of the transforms."),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the teacher."),
     retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the teacher."),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty --out first (its earlier results are deleted)."),
 ) -> None:
     """Let a strong teacher solve tasks with per-item guidance; keep only correct runs whose shown images fit.
 
@@ -153,39 +181,53 @@ def synth_command(
     from rich.console import Console
 
     from codevision.cli.sandbox import start_sandbox
+    from codevision.cli.waits import with_wait_spinner
     from codevision.eval import RunStopped
     from codevision.eval.items import build_items
     from codevision.eval.scorer import make_scorer
     from codevision.policies.factory import make_policy
     from codevision.synthesis import synthesize, yield_report
 
-    if (out / "results.jsonl").exists() and not resume:
-        raise _fail(f"{out} already holds a synthesis run; pass --resume to continue it or choose a new --out")
+    if resume and overwrite:
+        raise _fail("--resume continues the run in --out and --overwrite deletes it: choose one")
     chosen_kinds = [k.strip() for k in kinds.split(",") if k.strip()]
     try:
-        policy = make_policy(teacher, model_name=teacher_model, timeout=timeout, retries=retries)
+        policy = make_policy(
+            teacher,
+            model_name=teacher_model,
+            timeout=timeout,
+            retries=retries,
+            flag="--teacher",
+            name_flag="--teacher-model",
+        )
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         items = [i for i in build_items(list(benchmark), chosen, base_dir=benchmark.base_dir, seed=seed)
                  if not chosen or i.transform != "none"]  # fmt: skip
-    except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError) as exc:
+    except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError, ImportError) as exc:
         raise _fail(str(exc)) from exc
+    if not items:
+        raise _fail(f"{source} gives no items to synthesise from; check the path and --transforms")
     items = sorted(random.Random(seed).sample(items, min(n, len(items))), key=lambda i: i.key)
+    if resume:
+        ensure_writable(out)
+    else:
+        holds_run = (out / "results.jsonl").exists()
+        claim_folder(out, overwrite=overwrite, hint=" or --resume to continue the run in it" if holds_run else "")
     console = Console()
     sandbox = start_sandbox(console, max_sessions=max(256, concurrency * 2))
     try:
-        report = asyncio.run(
-            synthesize(
-                items,
-                chosen_kinds,
-                teacher=policy,
-                sandbox=sandbox,
-                protocol=get_protocol(protocol),
-                scorer=make_scorer(),
-                out=out,
-                concurrency=concurrency,
-            )
+        work = synthesize(
+            items,
+            chosen_kinds,
+            teacher=policy,
+            sandbox=sandbox,
+            protocol=get_protocol(protocol),
+            scorer=make_scorer(),
+            out=out,
+            concurrency=concurrency,
         )
+        report = asyncio.run(with_wait_spinner(console, [("the teacher", policy)], work))
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     except RunStopped as exc:

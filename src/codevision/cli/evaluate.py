@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -15,13 +16,16 @@ from codevision.agent import Limits
 from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.benchmarks.transformed import build_transformed
 from codevision.cli import render
+from codevision.cli.outputs import claim_folder, ensure_writable
 from codevision.cli.sandbox import start_sandbox
+from codevision.cli.waits import wait_message
 from codevision.eval import ResultStore, RunStopped, compare, evaluate, write_report
 from codevision.eval.items import build_items
-from codevision.eval.scorer import make_scorer
+from codevision.eval.scorer import make_scorer, rule_name
 from codevision.policies.factory import make_policy
 from codevision.protocols import get_protocol
 from codevision.protocols.registry import DEFAULT_PROTOCOL
+from codevision.scoring import PromptFileError, ScoringOptions, official_prompts_needed
 from codevision.transforms import TransformSpecError, parse_transforms
 from codevision.viewer import write_viewer
 
@@ -45,6 +49,10 @@ def _load(spec: str, limit: int | None) -> tuple[list, Path | None, str]:
                 break
     except (BenchmarkError, FileNotFoundError, ValueError) as exc:
         raise typer.BadParameter(str(exc), param_hint="--benchmark/--source") from exc
+    if not tasks:
+        raise typer.BadParameter(
+            f"{spec} holds no items; check the path and the layout", param_hint="--benchmark/--source"
+        )
     return tasks, benchmark.base_dir, spec
 
 
@@ -57,7 +65,19 @@ def _transforms(specs: str | None) -> list:
         raise typer.BadParameter(str(exc), param_hint="--transforms") from exc
 
 
-@eval_app.callback()
+def _epilog() -> str:
+    from codevision.benchmarks.registry import SPEC_FORMS
+    from codevision.scoring.dispatch import RULES
+
+    rules = sorted({rule.name for rule in RULES.values()})
+    return (
+        f"Benchmarks (-b): {', '.join(SPEC_FORMS)}.\n\n"
+        f"Scoring rules: {', '.join(rules)}. Each benchmark is scored by its own rule; a generic row "
+        "(jsonl:, parquet:, hf:) by its 'scoring' column, else exact-match. See docs/benchmarks.md."
+    )
+
+
+@eval_app.callback(epilog=_epilog())
 def eval_command(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", "-m", help="Server URL, model folder, or scripted:FILE."),
@@ -73,7 +93,15 @@ def eval_command(
     ),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder: results, trajectories, reports."),
     resume: bool = typer.Option(False, help="Continue the run in --out: only missing items are run."),
-    retry_failed: bool = typer.Option(False, help="With --resume, also run again the items that failed."),
+    retry_failed: bool = typer.Option(
+        False,
+        help="With --resume, also run again the items that failed; items whose only failure was the judge "
+        "(or whose score still waits for one) are re-scored from their saved trajectory, without the model.",
+    ),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty --out first (its earlier results are deleted)."),
+    skip_bad_items: bool = typer.Option(
+        False, help="Record items whose images cannot be read as skipped (left out of accuracy), not failed."
+    ),
     concurrency: int = typer.Option(8, min=1, help="Items in flight."),
     workers: int = typer.Option(4, min=1, help="Sandbox code cells executing at once."),
     limit: int | None = typer.Option(None, min=1, help="Use only the first N items of each benchmark."),
@@ -82,6 +110,15 @@ def eval_command(
         None, help="OpenAI-compatible server of the judge, where the official rule uses one."
     ),
     judge_model: str | None = typer.Option(None, help="Judge model name (default: the first the server lists)."),
+    strict_official: bool = typer.Option(
+        False, help="Score the whole reply exactly as each official script does, quirks included."
+    ),
+    official_prompts: Path | None = typer.Option(
+        None, help="YAML file of the official judge prompts, for --strict-official with --judge."
+    ),
+    mathvista_quick_extract: bool = typer.Option(
+        False, help="MathVista: read 'The answer is \"X\".' by regex before asking the judge to extract."
+    ),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the model or the judge."),
     retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model or judge."),
     seed: int = typer.Option(0, help="Seed of the transforms' randomness."),
@@ -103,9 +140,9 @@ def eval_command(
         return
     if not model or not benchmark or out is None:
         raise typer.BadParameter("--model, --benchmark and --out are required (or use a subcommand: compare, report)")
+    if resume and overwrite:
+        raise typer.BadParameter("--resume continues the run in --out and --overwrite deletes it: choose one")
     store_exists = (out / "results.jsonl").exists()
-    if store_exists and not resume:
-        raise typer.BadParameter(f"{out} already holds a run; pass --resume to continue it or choose a new --out")
     console = Console()
     config = {
         "model": model,
@@ -117,9 +154,20 @@ def eval_command(
         "max_turns": max_turns,
         "seed": seed,
     }
-    previous = ResultStore(out).read_config() if store_exists else None
+    try:
+        scoring = ScoringOptions.of(
+            strict_official=strict_official,
+            official_prompts=official_prompts,
+            mathvista_quick_extract=mathvista_quick_extract,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--official-prompts") from exc
+    config["scoring"] = scoring.as_config()
+    previous = ResultStore.config_of(out) if resume and store_exists else None
     if previous is not None:
-        changed = [k for k in ("model", "protocol", "benchmarks", "transforms", "seed") if previous.get(k) != config[k]]
+        previous.setdefault("scoring", ScoringOptions().as_config())  # runs from before scoring modes
+        keys = ("model", "protocol", "benchmarks", "transforms", "seed", "scoring")
+        changed = [k for k in keys if previous.get(k) != config[k]]
         if changed:
             raise typer.BadParameter(f"--resume with different {', '.join(changed)} than the run in {out}")
     try:
@@ -134,19 +182,32 @@ def eval_command(
     for spec in benchmark:
         tasks, base_dir, _ = _load(spec, limit)
         items.extend(build_items(tasks, chosen_transforms, base_dir=base_dir, seed=seed))
+    if resume:
+        ensure_writable(out)
+    else:
+        claim_folder(out, overwrite=overwrite, hint=" or --resume to continue the run in it" if store_exists else "")
     judge_client = None
     if judge:
         from codevision.policies.factory import served_model
         from codevision.scoring.judge import LLMJudge
 
+        try:
+            chosen_judge = judge_model or served_model(judge, timeout=min(timeout, 10.0), flag="--judge-model")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--judge") from None
         judge_client = LLMJudge(
             judge,
-            judge_model or served_model(judge, timeout=min(timeout, 10.0)),
+            chosen_judge,
             cache=out / "judge-cache.sqlite",
             timeout=timeout,
             retries=retries,
         )
-    ResultStore(out).write_config(config)
+        try:
+            scoring.check_prompts(official_prompts_needed(rule_name(item.task) for item in items))
+        except PromptFileError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--official-prompts") from exc
+    # planned_items tells a report rebuilt mid-run (or after a stop) that it is partial.
+    ResultStore(out).write_config({**config, "planned_items": len(items)})
     console.print(f"{len(items)} items from {len(benchmark)} benchmark(s)")
     sandbox = (
         start_sandbox(console, workers=workers, max_sessions=max(256, concurrency * 2)) if chosen.uses_sandbox else None
@@ -159,12 +220,19 @@ def eval_command(
                 policy=policy,
                 sandbox=sandbox,
                 protocol=chosen,
-                scorer=make_scorer(judge_client),
+                scorer=make_scorer(
+                    judge_client,
+                    strict_official=strict_official,
+                    official_prompts=scoring.official_prompts,
+                    mathvista_quick_extract=mathvista_quick_extract,
+                ),
                 out=out,
                 limits=Limits(max_turns=max_turns),
                 concurrency=concurrency,
                 retry_failed=retry_failed,
+                skip_bad_items=skip_bad_items,
                 console=console,
+                waiting=lambda: wait_message([("the model", policy), ("the judge", judge_client)]),
             )
         )
     except RunStopped as exc:
@@ -177,8 +245,9 @@ def eval_command(
         if store.records:
             console.print(f"report of the items done: [cyan]{write_report(out)['html']}[/]")
         raise typer.Exit(render.EXIT_MODEL_UNAVAILABLE)
+    # First: the report notes a missing viewer.
+    viewer = write_viewer([out / "items"], out / "trajectories.html", console=console)
     paths = write_report(out)
-    viewer = write_viewer([out / "items"], out / "trajectories.html")
     console.print(paths["markdown"].read_text(), markup=False, highlight=False)
     console.print(f"report: [cyan]{paths['html']}[/]  trajectories: [cyan]{viewer}[/]")
     failed = sum(1 for r in store.records.values() if r["status"] == "failed")
@@ -199,26 +268,36 @@ def compare_command(
     run_a: Path = typer.Argument(..., help="First run folder."),
     run_b: Path = typer.Argument(..., help="Second run folder."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    all_items: bool = typer.Option(False, "--all-items", help="Compare all items of each run, not only those in both."),
 ) -> None:
-    """Side-by-side accuracy of two runs: overall, per benchmark and per transform."""
-    for run in (run_a, run_b):
-        if not (run / "results.jsonl").exists():
-            raise typer.BadParameter(f"{run} holds no results.jsonl")
-    rows = compare(run_a, run_b)
+    """Side-by-side accuracy of two runs: overall, per benchmark and per transform, on the items both runs hold.
+
+    Warns when the runs cover different items, with the item count of each and of their overlap."""
+    with render.errors_as_json(as_json):
+        for run, hint in ((run_a, "RUN_A"), (run_b, "RUN_B")):
+            if not (run / "results.jsonl").exists():
+                raise typer.BadParameter(f"{run} holds no results.jsonl", param_hint=hint)
+    result = compare(run_a, run_b, all_items=all_items)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(result, indent=2))
         return
+    console = Console()
+    if result["warning"]:
+        hint = "" if all_items else " (--all-items compares every item of each run)"
+        console.print(f"[yellow]warning:[/] {escape(result['warning'])}{hint}")
+    else:
+        console.print(f"both runs cover the same {result['items']['a']} items")
     table = Table(title="accuracy (%)", title_justify="left")
-    for column in ("", str(run_a), str(run_b), "difference"):
+    for column in ("", str(run_a), "n", str(run_b), "n", "difference"):
         table.add_column(column, justify="right" if column else "left")
-    for row in rows:
+    for row in result["rows"]:
         diff = row["diff"]
         style = "" if diff is None or diff == 0 else ("green" if diff > 0 else "red")
-        cells = [render.format_value(row["a"]), render.format_value(row["b"])]
+        cells = [render.format_value(row[k]) for k in ("a", "n_a", "b", "n_b")]
         table.add_row(
             row["group"], *cells, f"[{style}]{render.format_value(diff)}[/]" if style else render.format_value(diff)
         )
-    Console().print(table)
+    console.print(table)
 
 
 @build_app.command(
@@ -238,11 +317,13 @@ def build_transformed_command(
     sample: int | None = typer.Option(None, min=1, help="Keep a seeded sample of N source items."),
     per_item: int | None = typer.Option(None, min=1, help="Apply a seeded sample of K transforms per item."),
     seed: int = typer.Option(0, help="Seed of the sampling and of the transforms."),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty --out first."),
 ) -> None:
     """Build the transformed variant of a benchmark: images plus a manifest recording each item's
     transform, the ops that undo it, its carried boxes and where it came from (load it as tasks:OUT)."""
     tasks, base_dir, spec = _load(source, None)
     chosen = _transforms(transforms)
+    claim_folder(out, overwrite=overwrite)
     total = (min(sample, len(tasks)) if sample else len(tasks)) * (
         min(per_item, len(chosen)) if per_item else len(chosen)
     )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
@@ -81,3 +84,16 @@ def result_json(result: RunResult, saved: list[Path]) -> str:
     for entry, path in zip(payload["images"], saved, strict=True):
         entry["path"] = str(path)
     return json.dumps(payload, indent=2, ensure_ascii=False)
+
+
+@contextmanager
+def errors_as_json(enabled: bool) -> Iterator[None]:
+    """In a ``--json`` mode, a bad input is reported as ``{"error": ..., "exit_code": 2}`` on stdout, so
+    a program reading the output always gets JSON; otherwise the usual message is printed."""
+    try:
+        yield
+    except typer.BadParameter as exc:
+        if not enabled:
+            raise
+        typer.echo(json.dumps({"error": exc.format_message(), "exit_code": EXIT_BAD_INPUT}))
+        raise typer.Exit(EXIT_BAD_INPUT) from None

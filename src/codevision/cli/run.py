@@ -13,7 +13,9 @@ from rich.syntax import Syntax
 
 from codevision.agent import Limits, arun_agent
 from codevision.cli import render
+from codevision.cli.outputs import claim_folder, fresh_folder
 from codevision.cli.sandbox import load_image, start_sandbox
+from codevision.cli.waits import WaitSpinner
 from codevision.policies.base import Policy
 from codevision.policies.factory import make_policy
 from codevision.protocols import get_protocol
@@ -21,6 +23,8 @@ from codevision.protocols.registry import DEFAULT_PROTOCOL
 from codevision.task import Task
 from codevision.trajectory import Trajectory, Turn
 from codevision.viewer import write_viewer
+
+DEFAULT_ROOT = Path("codevision-runs")
 
 
 class TurnPrinter:
@@ -59,7 +63,8 @@ async def _run(task: Task, policy: Policy, protocol_name: str, limits: Limits, c
     protocol = get_protocol(protocol_name)
     sandbox = start_sandbox(console) if protocol.uses_sandbox else None
     try:
-        return await arun_agent(task, policy, sandbox, protocol, limits, on_turn=TurnPrinter(console))
+        async with WaitSpinner(console, [("the model", policy)]):
+            return await arun_agent(task, policy, sandbox, protocol, limits, on_turn=TurnPrinter(console))
     finally:
         await policy.aclose()
         if sandbox is not None:
@@ -77,12 +82,22 @@ def run_command(
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
-    max_turns: int = typer.Option(12, help="Assistant turns before stopping."),
-    out: Path = typer.Option(Path("codevision-runs"), "--out", "-o", help="Folder for the saved trajectory."),
+    max_turns: int = typer.Option(12, min=1, help="Assistant turns before stopping."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help=f"Folder for the trajectory and its viewer page (default: a new folder under {DEFAULT_ROOT}/).",
+        show_default=False,
+    ),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty --out first."),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the model."),
     retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model."),
 ) -> None:
     """Let a model work on one image with code; stream each turn and save the trajectory.
+
+    Each run gets its own folder (a new one under codevision-runs/ unless --out names one), so an
+    earlier run is never replaced.
 
     Examples:
 
@@ -101,6 +116,7 @@ def run_command(
     # A command line in another encoding arrives with lone surrogates; read it as UTF-8, replacing what is not.
     question = os.fsencode(question).decode("utf-8", errors="replace")
     task = Task.from_images([load_image(image)], id=image.stem, question=question)
+    out = claim_folder(out, overwrite=overwrite) if out is not None else fresh_folder(DEFAULT_ROOT, task.id)
     trajectory = asyncio.run(_run(task, policy, protocol, Limits(max_turns=max_turns), console))
     path = trajectory.save(out / task.id)
     console.rule("done")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -23,12 +24,24 @@ sandbox_app = typer.Typer(help="Run model-written image code in the secure sandb
 TOKEN_ENV = "CODEVISION_SANDBOX_TOKEN"
 
 
-def start_sandbox(console: Console, **settings: object) -> Sandbox:
-    """Start a sandbox, turning start-up failures into a clear message and exit code 3."""
+def sandbox_config(**settings: object) -> SandboxConfig:
+    """A sandbox configuration from command-line values; a value out of range names its option."""
+    try:
+        return SandboxConfig(**settings)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "--" + str(error["loc"][0]).replace("_", "-")
+        raise typer.BadParameter(f"{error['msg']} (got {error['input']!r})", param_hint=option) from None
+
+
+def start_sandbox(console: Console, config: SandboxConfig | None = None, **settings: object) -> Sandbox:
+    """Start a sandbox (``config``, or one made of ``settings``); start-up failures give a clear message
+    and exit code 3."""
+    config = config or sandbox_config(**settings)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SandboxIsolationWarning)
-            sandbox = Sandbox(**settings).start()  # type: ignore[arg-type]
+            sandbox = Sandbox(config=config).start()
     except SandboxIsolationError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(render.EXIT_SANDBOX) from exc
@@ -93,10 +106,12 @@ def exec_command(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (for machines)."),
 ) -> None:
     """Run code on images in a fresh sandbox session; print output, errors and traced ops, save images."""
-    code = _read_code(code_file, inline)
-    loaded = [load_image(path) for path in images]
+    with render.errors_as_json(as_json):
+        loaded = [load_image(path) for path in images]
+        code = _read_code(code_file, inline)
+        config = sandbox_config(timeout=timeout, memory_mb=memory_mb)
     console = Console(stderr=as_json)
-    with start_sandbox(console, timeout=timeout, memory_mb=memory_mb) as sandbox:
+    with start_sandbox(console, config) as sandbox:
         try:
             with sandbox.session(images=loaded) as session:
                 result = session.run(code)
@@ -148,7 +163,7 @@ def status_command(as_json: bool = typer.Option(False, "--json", help="Print JSO
 )
 def serve_command(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8765, help="Port to listen on (0 picks a free one)."),
+    port: int = typer.Option(8765, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
     token: str | None = typer.Option(
         None, help=f"Bearer token clients must send (default: ${TOKEN_ENV}, else a random one is printed)."
     ),
@@ -164,6 +179,8 @@ def serve_command(
     """Serve the sandbox over HTTP (token auth, health endpoint) for rollouts spread over machines."""
     from codevision.sandbox.service import serve
 
+    if not idle_timeout > 0:
+        raise typer.BadParameter(f"must be more than 0 seconds, not {idle_timeout}", param_hint="--idle-timeout")
     console = Console()
     token = token or os.environ.get(TOKEN_ENV)
     generated = token is None
@@ -172,7 +189,7 @@ def serve_command(
         check_token(token)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=f"--token / ${TOKEN_ENV}") from exc
-    config = SandboxConfig(
+    config = sandbox_config(
         workers=workers, timeout=timeout, memory_mb=memory_mb, max_sessions=max_sessions, queue_timeout=queue_timeout
     )
 

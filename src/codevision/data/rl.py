@@ -45,7 +45,7 @@ rl_items = build_items
 
 def item_id(item: EvalItem) -> str:
     """The exported id: the task's own id untransformed, ``{task}@{transform}`` otherwise (unique per row)."""
-    return item.task.id if item.transform == NO_TRANSFORM else item.key
+    return item.entry.id if item.transform == NO_TRANSFORM else item.key
 
 
 def placeholder_text(message: Message) -> str:

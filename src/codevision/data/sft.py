@@ -27,9 +27,12 @@ from PIL import Image
 from codevision.data.images import open_image
 from codevision.data.rl import IMAGE_PLACEHOLDER
 from codevision.eval.store import item_folder
+from codevision.jsonfiles import read_json, read_jsonl
 from codevision.protocols import get_protocol
 from codevision.trajectory import TRAJECTORY_FILE, ImagePart, Message, Trajectory, Turn
 
+#: The formats :func:`export_sft` writes.
+SFT_FORMATS = ("sharegpt", "swift", "trl")
 #: sharegpt role names: CodeVision-SFT's ``human``/``gpt``, ``observation`` for tool results.
 SHAREGPT_ROLES = {"user": "human", "assistant": "gpt", "tool": "observation", "system": "system"}
 SWIFT_ROLES = {"user": "user", "assistant": "assistant", "tool": "tool_response", "system": "system"}
@@ -272,7 +275,7 @@ def export_sft(
         path = out / f"{name}.parquet"
         datasets.Dataset.from_list(rows, features=trl_sft_features()).to_parquet(str(path))
     else:
-        raise ValueError(f"unknown SFT format {fmt!r}; choose sharegpt, swift or trl")
+        raise ValueError(f"unknown SFT format {fmt!r}; choose {', '.join(SFT_FORMATS)}")
     return ExportResult(path, len(rows), skipped, left_out, len(unscored))
 
 
@@ -358,10 +361,7 @@ def import_sharegpt(path: str | Path, *, protocol: str = "codevision") -> Iterat
     assistant turn is parsed with ``protocol`` for its actions and answer.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    rows = (
-        json.loads(text) if path.suffix == ".json" else [json.loads(line) for line in text.splitlines() if line.strip()]
-    )
+    rows = read_json(path) if path.suffix == ".json" else read_jsonl(path)
     parser = get_protocol(protocol)
     for number, row in enumerate(rows):
         where = f"{path}, row {number}"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codevision.data.sft import find_trajectories
+from codevision.jsonfiles import DataFileError, read_json, read_jsonl
 from codevision.trajectory import Trajectory
 
 
@@ -43,11 +44,15 @@ def _kind(row: dict[str, Any]) -> str | None:
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of one data file; :class:`~codevision.jsonfiles.DataFileError` naming it if unreadable."""
     if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
+        try:
+            return pq.read_table(path).to_pylist()
+        except (OSError, pa.ArrowException) as exc:
+            raise DataFileError(f"{path}: not a readable parquet file ({exc})") from None
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    data = json.loads(path.read_text(encoding="utf-8"))
+        return read_jsonl(path)
+    data = read_json(path)
     return data if isinstance(data, list) else []
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from codevision.eval.report import build_report, compare, write_report
+from codevision.eval.compare import compare
+from codevision.eval.report import build_report, write_report
 from codevision.eval.runner import EvalItem, RunStopped, evaluate
 from codevision.eval.store import ResultStore
 

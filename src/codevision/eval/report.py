@@ -1,21 +1,22 @@
-"""Reports of evaluation runs: accuracy, robustness, tool use, faithfulness, cost; and comparisons.
+"""Reports of evaluation runs: accuracy, robustness, tool use, faithfulness, cost and scoring status.
 
-Everything is computed from the result lines alone, so a report can be rebuilt at any time (also
-for a run that is still going or was interrupted). The robustness table compares each transform
-with the untransformed images of the same tasks, which is CodeVision's measure of collapse.
+Everything is computed from the result lines (and the run's ``run.json``) alone, so a report can be
+rebuilt at any time, also for a run that is still going or was interrupted: it then says it is
+partial. The robustness table compares each transform with the untransformed images of the same
+tasks, which is CodeVision's measure of collapse. Scores the rule gave while the item still waits for
+a judge are counted as provisional wherever an accuracy includes them.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from codevision.eval.report_md import to_markdown
+from codevision.eval.report_tables import VIEWER_FILE, describe
 from codevision.eval.runner import NO_TRANSFORM
 from codevision.eval.store import ResultStore
 
@@ -27,26 +28,64 @@ def _accuracy(records: list[Record]) -> float | None:
     return round(100.0 * sum(1 for r in scored if r["correct"]) / len(scored), 2) if scored else None
 
 
+def _provisional(records: list[Record]) -> int:
+    """Scored items whose score is the rule's alone while a judge verdict is still wanted."""
+    return sum(1 for r in records if r.get("needs_judge", False))
+
+
+def _group(records: list[Record]) -> dict[str, Any]:
+    return {"accuracy": _accuracy(records), "n": len(records), "provisional": _provisional(records)}
+
+
 def _family(transform: str) -> tuple[str, int | None]:
-    name, _, severity = transform.partition(":")
-    return name, int(severity) if severity.isdigit() else None
+    """``gaussian_noise:3`` is severity 3 of ``gaussian_noise``; options after the severity stay in the family."""
+    name, *rest = transform.split(":")
+    if rest and rest[0].isdigit():
+        return ":".join([name, *rest[1:]]), int(rest[0])
+    return transform, None
 
 
-def build_report(records: Iterable[Record]) -> dict[str, Any]:
+def _transform_order(transform: str) -> tuple[bool, str, int]:
+    family, severity = _family(transform)
+    return transform != NO_TRANSFORM, family, severity or 0
+
+
+def _item(record: Record) -> dict[str, Any]:
+    """An item as the report lists it: its key, why it is listed, and where its trajectory is."""
+    return {
+        "key": record["key"],
+        "stage": record.get("stage"),
+        "reason": record.get("reason"),
+        "trajectory": record.get("trajectory"),
+    }
+
+
+def build_report(records: Iterable[Record], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report's numbers; ``config`` is the run's ``run.json`` (planned items, scoring mode)."""
     records = list(records)
+    config = config or {}
     done = [r for r in records if r["status"] == "done"]
-    failed = [r for r in records if r["status"] == "failed"]
+    planned = config.get("planned_items")
     report: dict[str, Any] = {
+        "run": config,
         "items": len(records),
+        "planned_items": planned,
+        "partial": isinstance(planned, int) and len(records) < planned,
         "scored": len(done),
-        "failed": [{"key": r["key"], "reason": r.get("reason")} for r in failed],
+        "correct": sum(1 for r in done if r.get("correct")),
+        "wrong": sum(1 for r in done if r.get("correct") is False),
+        "failed": [_item(r) for r in records if r["status"] == "failed"],
+        "skipped": [_item(r) for r in records if r["status"] == "skipped"],
         "accuracy": _accuracy(done),
+        "provisional": _provisional(done),
+        "scoring": _scoring(records, done, config),
     }
     by_source: dict[str, list[Record]] = defaultdict(list)
     for r in done:
         by_source[r.get("source") or "unknown"].append(r)
-    report["benchmarks"] = {s: {"accuracy": _accuracy(rs), "n": len(rs)} for s, rs in sorted(by_source.items())}
+    report["benchmarks"] = {s: _group(rs) for s, rs in sorted(by_source.items())}
     report["robustness"] = _robustness(done)
+    report["benchmark_transforms"] = _benchmark_transforms(done)
     report["tool_use"] = _tool_use(done)
     report["faithfulness"] = _faithfulness(done)
     report["cost"] = {
@@ -60,8 +99,45 @@ def build_report(records: Iterable[Record]) -> dict[str, Any]:
     by_turns: dict[int, list[Record]] = defaultdict(list)
     for r in done:
         by_turns[r.get("turns", 0)].append(r)
-    report["by_turns"] = {str(t): {"accuracy": _accuracy(rs), "n": len(rs)} for t, rs in sorted(by_turns.items())}
+    report["by_turns"] = {str(t): _group(rs) for t, rs in sorted(by_turns.items())}
     return report
+
+
+def _scoring(records: list[Record], done: list[Record], config: dict[str, Any]) -> dict[str, Any]:
+    """How the items were scored: the run's scoring mode, each rule (and mode) used, and what waits for a judge."""
+    by_rule: dict[tuple[str, str | None], list[Record]] = defaultdict(list)
+    for r in done:
+        by_rule[(r.get("rule") or "unknown", _mode(r))].append(r)
+    return {
+        "mode": config.get("scoring"),
+        "rules": [
+            {
+                "rule": rule,
+                "mode": mode,
+                "n": len(rs),
+                "judged": sum(1 for r in rs if r.get("judged")),
+                "provisional": _provisional(rs),
+            }
+            for (rule, mode), rs in sorted(by_rule.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
+        ],
+        "needs_judge": _provisional(done),
+        "judge_errors": sum(1 for r in records if r.get("judge_error")),
+        "pending": [
+            {**_item(r), "rule": r.get("rule"), "judge_error": r.get("judge_error")}
+            for r in done
+            if r.get("needs_judge") or r.get("judge_error")
+        ],
+    }
+
+
+def _mode(record: Record) -> str | None:
+    """The scoring mode an item was scored in, where its line records one: its ``scoring``, or its score
+    details' ``mode`` and MathVista's extraction setting (``quick_extract``)."""
+    stated = record.get("scoring")
+    if stated is None:
+        details = record.get("details") or {}
+        stated = {key: details[key] for key in ("mode", "quick_extract") if key in details} or None
+    return None if stated is None else describe(stated)
 
 
 def _robustness(done: list[Record]) -> list[dict[str, Any]]:
@@ -71,23 +147,36 @@ def _robustness(done: list[Record]) -> list[dict[str, Any]]:
         by_transform[r["transform"]].append(r)
     baseline = {r["task_id"]: r for r in by_transform.get(NO_TRANSFORM, [])}
     rows = []
-    for transform, rs in sorted(by_transform.items(), key=lambda kv: (kv[0] != NO_TRANSFORM, kv[0])):
+    for transform in sorted(by_transform, key=_transform_order):
+        rs = by_transform[transform]
         family, severity = _family(transform)
         matched = [baseline[r["task_id"]] for r in rs if r["task_id"] in baseline]
-        accuracy = _accuracy(rs)
+        group = _group(rs)
         base = _accuracy(matched) if transform != NO_TRANSFORM else None
+        accuracy = group["accuracy"]
         rows.append(
             {
                 "transform": transform,
                 "family": family,
                 "severity": severity,
-                "n": len(rs),
-                "accuracy": accuracy,
+                **group,
                 "baseline": base,
                 "drop": round(base - accuracy, 2) if base is not None and accuracy is not None else None,
             }
         )
     return rows
+
+
+def _benchmark_transforms(done: list[Record]) -> list[dict[str, Any]]:
+    """Accuracy of every benchmark under every transform: where one benchmark collapses and another holds."""
+    cells: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in done:
+        cells[(r.get("source") or "unknown", r["transform"])].append(r)
+    ordered = sorted(cells, key=lambda cell: (cell[0], _transform_order(cell[1])))
+    return [
+        {"benchmark": source, "transform": transform, **_group(cells[(source, transform)])}
+        for source, transform in ordered
+    ]
 
 
 def _tool_use(done: list[Record]) -> dict[str, Any]:
@@ -126,140 +215,16 @@ def _faithfulness(done: list[Record]) -> dict[str, Any] | None:
     }
 
 
-# ---------------------------------------------------------------- writing
-
-
-def _fmt(value: Any) -> str:
-    return "–" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))
-
-
-def to_markdown(report: dict[str, Any], title: str = "Evaluation report") -> str:
-    lines = [
-        f"# {title}",
-        "",
-        f"Items: {report['items']}, scored: {report['scored']}, failed: {len(report['failed'])}.",
-    ]
-    lines += ["", f"**Accuracy: {_fmt(report['accuracy'])}%**", "", "## Benchmarks", "", "| benchmark | n | accuracy |"]
-    lines += ["|---|---|---|"] + [
-        f"| {s} | {v['n']} | {_fmt(v['accuracy'])} |" for s, v in report["benchmarks"].items()
-    ]
-    lines += [
-        "",
-        "## Robustness",
-        "",
-        "| transform | n | accuracy | same tasks untransformed | drop |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['transform']} | {r['n']} | {_fmt(r['accuracy'])} | {_fmt(r['baseline'])} | {_fmt(r['drop'])} |"
-        for r in report["robustness"]
-    ]
-    lines += ["", "## Tool use", ""] + [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in report["tool_use"].items()]
-    if report["faithfulness"]:
-        lines += ["", "## Faithfulness (crops against the target boxes, from geometry)", ""]
-        lines += [f"- {k}: {_fmt(v)}" for k, v in report["faithfulness"].items()]
-    lines += ["", "## Cost", ""] + [f"- {k.replace('_', ' ')}: {_fmt(v)}" for k, v in report["cost"].items()]
-    if report["failed"]:
-        lines += ["", "## Failed items", ""] + [f"- `{f['key']}`: {f['reason']}" for f in report["failed"]]
-    return "\n".join(lines) + "\n"
-
-
-def _plots(report: dict[str, Any]) -> dict[str, str]:
-    """Bar and line charts as base64 PNG, for embedding in the HTML report."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    charts: dict[str, str] = {}
-
-    def save(name: str, fig: Any) -> None:
-        buffer = io.BytesIO()
-        fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=100)
-        plt.close(fig)
-        charts[name] = base64.b64encode(buffer.getvalue()).decode("ascii")
-
-    rows = [r for r in report["robustness"] if r["accuracy"] is not None]
-    if rows:
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 2), 3.2))
-        ax.bar([r["transform"] for r in rows], [r["accuracy"] for r in rows], color="#3b6ea5")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title("accuracy by transform")
-        ax.tick_params(axis="x", rotation=45)
-        save("accuracy by transform", fig)
-    families: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        if r["severity"] is not None:
-            families[r["family"]].append(r)
-    if families:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        for family, points in sorted(families.items()):
-            points.sort(key=lambda r: r["severity"])
-            ax.plot([p["severity"] for p in points], [p["accuracy"] for p in points], marker="o", label=family)
-        ax.set_xlabel("severity")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.legend(fontsize=7)
-        ax.set_title("accuracy by severity")
-        save("accuracy by severity", fig)
-    turns = {t: v for t, v in report["by_turns"].items() if v["accuracy"] is not None}
-    if turns:
-        fig, ax = plt.subplots(figsize=(4, 3.2))
-        ax.bar(list(turns), [v["accuracy"] for v in turns.values()], color="#6a9f58")
-        ax.set_xlabel("turns")
-        ax.set_ylabel("accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.set_title("accuracy by turn count")
-        save("accuracy by turn count", fig)
-    return charts
-
-
-def to_html(report: dict[str, Any], markdown: str, title: str) -> str:
-    images = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(name)}'
-        "</figcaption></figure>"
-        for name, data in _plots(report).items()
-    )
-    policy = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-    return (
-        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
-        f'content="{policy}"><title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em;'
-        "max-width:1100px}figure{display:inline-block;margin:0 1em 1em 0}pre{white-space:pre-wrap}</style></head>"
-        f"<body><h1>{html.escape(title)}</h1>{images}<pre>{html.escape(markdown)}</pre></body></html>\n"
-    )
-
-
 def write_report(run_dir: str | Path, title: str | None = None) -> dict[str, Path]:
     """Write report.json, report.md and report.html (with plots) into the run folder."""
+    # The HTML page needs matplotlib, which is slow to import: only writing a report pays for it.
+    from codevision.eval.report_html import to_html
+
     run_dir = Path(run_dir)
-    store = ResultStore(run_dir)
-    report = build_report(store.records.values())
+    report = build_report(ResultStore.read(run_dir).values(), ResultStore.config_of(run_dir))
     title = title or f"codevision evaluation: {run_dir.name}"
-    markdown = to_markdown(report, title)
     paths = {"json": run_dir / "report.json", "markdown": run_dir / "report.md", "html": run_dir / "report.html"}
     paths["json"].write_text(json.dumps(report, indent=2))
-    paths["markdown"].write_text(markdown)
-    paths["html"].write_text(to_html(report, markdown, title))
+    paths["markdown"].write_text(to_markdown(report, title))
+    paths["html"].write_text(to_html(report, title, viewer=(run_dir / VIEWER_FILE).exists()))
     return paths
-
-
-def compare(run_a: str | Path, run_b: str | Path) -> list[dict[str, Any]]:
-    """Rows of a side-by-side table: overall, per benchmark and per transform, with the difference."""
-    reports = [build_report(ResultStore(run).records.values()) for run in (run_a, run_b)]
-    rows = [{"group": "overall", "a": reports[0]["accuracy"], "b": reports[1]["accuracy"]}]
-    for section, key in (("benchmarks", None), ("robustness", "transform")):
-        names: list[str] = []
-        values: list[dict[str, Any]] = []
-        for report in reports:
-            entries = report[section]
-            table = entries if key is None else {row[key]: row for row in entries}
-            values.append(table)
-            names += [n for n in table if n not in names]
-        for name in names:
-            a, b = (v.get(name, {}).get("accuracy") for v in values)
-            rows.append({"group": f"{'benchmark' if key is None else 'transform'} {name}", "a": a, "b": b})
-    for row in rows:
-        row["diff"] = round(row["b"] - row["a"], 2) if row["a"] is not None and row["b"] is not None else None
-    return rows

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from codevision.eval.runner import Scorer
-from codevision.scoring import UnknownBenchmarkError, rule_for, score, score_with_judge
+from codevision.scoring import OfficialPrompts, ScoringOptions, UnknownBenchmarkError, rule_for, score, score_with_judge
 from codevision.scoring.judge import LLMJudge
 from codevision.task import Task
 from codevision.trajectory import Trajectory
@@ -31,12 +32,20 @@ def judge_fields(task: Task) -> dict[str, Any]:
     """The item's fields for a judge or extractor: its metadata and its question as the benchmark states
     it. Loaders that append the options to the question the model sees keep the original in
     ``raw_question``; the judge prompts list the options themselves."""
-    return {**task.metadata, "question": task.metadata.get("raw_question") or task.question}
+    return {
+        **task.metadata,
+        "question": task.metadata.get("raw_question") or task.question,
+        "query": task.metadata.get("query") or task.question,
+    }
 
 
-def response_of(trajectory: Trajectory) -> str:
-    """The final answer when the model gave one, else its last reply (rules extract from free text)."""
-    if trajectory.final_answer is not None:
+def response_of(trajectory: Trajectory, *, whole_reply: bool = False) -> str:
+    """The final answer when the model gave one, else its last reply (rules extract from free text).
+
+    ``whole_reply`` gives the last reply in full, as the official scripts receive a model's output
+    (strict-official scoring).
+    """
+    if trajectory.final_answer is not None and not (whole_reply and trajectory.turns):
         return trajectory.final_answer
     return trajectory.turns[-1].text if trajectory.turns else ""
 
@@ -55,16 +64,35 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def make_scorer(judge: LLMJudge | None = None) -> Scorer:
-    """A scorer for :func:`codevision.eval.evaluate`: official rule first, judge only where the rule says."""
+def make_scorer(
+    judge: LLMJudge | None = None,
+    *,
+    strict_official: bool = False,
+    official_prompts: str | Path | OfficialPrompts | None = None,
+    mathvista_quick_extract: bool = False,
+) -> Scorer:
+    """A scorer for :func:`codevision.eval.evaluate`: official rule first, judge only where the rule says.
+
+    ``strict_official`` scores the whole last reply exactly as each released script does, asking the
+    judge with the prompts in ``official_prompts`` (a YAML file, see
+    :mod:`codevision.scoring.prompt_file`); ``mathvista_quick_extract`` turns on MathVista's quick
+    extraction regex. Both are recorded in every item's ``details``.
+    """
+    options = ScoringOptions.of(
+        strict_official=strict_official,
+        official_prompts=official_prompts,
+        mathvista_quick_extract=mathvista_quick_extract,
+    )
 
     async def scorer(task: Task, trajectory: Trajectory) -> dict[str, Any]:
         name = rule_name(task)
-        response = response_of(trajectory)
+        response = response_of(trajectory, whole_reply=options.strict)
         if judge is None:
-            result = score(name, response, task.answers, **task.metadata)
+            result = score(name, response, task.answers, scoring_options=options, **task.metadata)
         else:
-            result = await score_with_judge(name, response, task.answers, judge=judge, **judge_fields(task))
+            result = await score_with_judge(
+                name, response, task.answers, judge=judge, scoring_options=options, **judge_fields(task)
+            )
         return {
             "correct": bool(result.correct),
             "value": float(result.value),

@@ -11,8 +11,9 @@ from codevision.policies.scripted import ScriptedPolicy
 SCRIPTED_PREFIX = "scripted:"
 
 
-def served_model(base_url: str, timeout: float = 10.0) -> str:
-    """The first model a server lists under ``/models``, for when no model name was given."""
+def served_model(base_url: str, timeout: float = 10.0, *, flag: str = "--model-name") -> str:
+    """The first model a server lists under ``/models``, for when no model name was given; the error
+    names ``flag``, the option that would have named the model."""
     import httpx
 
     url = base_url.rstrip("/")
@@ -22,7 +23,7 @@ def served_model(base_url: str, timeout: float = 10.0) -> str:
         response.raise_for_status()
         return str(response.json()["data"][0]["id"])
     except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise ValueError(f"could not list the models served at {url}/models ({exc}); pass --model-name") from exc
+        raise ValueError(f"could not list the models served at {url}/models ({exc}); pass {flag}") from exc
 
 
 def make_policy(
@@ -33,14 +34,17 @@ def make_policy(
     trust_remote_code: bool = False,
     timeout: float = 120.0,
     retries: int = 5,
+    flag: str = "--model",
+    name_flag: str = "--model-name",
 ) -> Policy:
     """``http(s)://…`` an OpenAI-compatible server (``timeout`` per wait, ``retries`` after the first attempt),
     ``scripted:FILE`` a JSON list of replies, anything else a local model folder for transformers
-    (``trust_remote_code`` runs the folder's own code)."""
+    (``trust_remote_code`` runs the folder's own code). Errors name ``flag``, the option that gave ``spec``, and
+    ``name_flag``, the one that names the served model."""
     if spec.startswith(("http://", "https://")):
         from codevision.policies.openai import OpenAIPolicy
 
-        name = model_name or served_model(spec, timeout=min(timeout, 10.0))
+        name = model_name or served_model(spec, timeout=min(timeout, 10.0), flag=name_flag)
         return OpenAIPolicy(spec, name, temperature=temperature, timeout=timeout, retries=retries)
     if spec.startswith(SCRIPTED_PREFIX):
         path = Path(spec[len(SCRIPTED_PREFIX) :])
@@ -55,4 +59,4 @@ def make_policy(
         from codevision.policies.transformers_local import TransformersPolicy
 
         return TransformersPolicy(spec, temperature=temperature, trust_remote_code=trust_remote_code)
-    raise ValueError(f"--model {spec!r} is neither a server URL (http://…), a model folder, nor scripted:FILE")
+    raise ValueError(f"{flag} {spec!r} is neither a server URL (http://…), a model folder, nor scripted:FILE")

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import httpx
 from PIL import Image
 
-from codevision.policies.base import Generation, ModelUnavailableError, Policy, PolicyError
+from codevision.policies.base import Generation, ModelUnavailableError, Policy, PolicyError, Waiting
 from codevision.trajectory import ImagePart, Message, TextPart, Usage
 
 ImageFormat = Literal["png", "jpeg"]
@@ -142,6 +142,8 @@ class OpenAIPolicy(Policy):
         self._in_flight = dict.fromkeys(self.base_urls, 0)
         self._down_until = dict.fromkeys(self.base_urls, 0.0)
         self._next = 0
+        # Per request in progress: when it started and which attempt it is on.
+        self._waits: dict[object, list[float]] = {}
 
     # ------------------------------------------------------------------ public API
     async def generate(
@@ -249,10 +251,19 @@ class OpenAIPolicy(Policy):
     async def _post(self, body: dict[str, Any]) -> tuple[Any, str]:
         """POST ``body`` until a server answers it or the retries run out; returns the JSON reply and its URL."""
         payload = json.dumps(body).encode()
+        ticket = object()
+        self._waits[ticket] = [time.monotonic(), 1]
+        try:
+            return await self._attempts(payload, ticket)
+        finally:
+            del self._waits[ticket]
+
+    async def _attempts(self, payload: bytes, ticket: object) -> tuple[Any, str]:
         headers = {"Content-Type": "application/json"}
         failures: list[str] = []
         attempts = self.retries + 1
         for attempt in range(attempts):
+            self._waits[ticket][1] = attempt + 1
             if self.unavailable is not None:
                 raise ModelUnavailableError(self.unavailable)
             retry_after: float | None = None
@@ -306,6 +317,13 @@ class OpenAIPolicy(Policy):
             f"model {self.model!r} gave no reply after {attempts} attempts; last error: {failures[-1]}. "
             "Check that the server is running and reachable, or raise retries/timeout if it is overloaded."
         )
+
+    def waiting(self) -> Waiting | None:
+        if not self._waits:
+            return None
+        started = min(start for start, _ in self._waits.values())
+        attempt = max(int(attempt) for _, attempt in self._waits.values())
+        return Waiting(time.monotonic() - started, attempt, self.retries + 1, len(self._waits))
 
     @property
     def unavailable(self) -> str | None:  # type: ignore[override]

@@ -4,7 +4,9 @@
 MathVista, ChartQA, ANLS/exact match or CodeVision to one model response and returns a
 :class:`Score`; ``await score_with_judge(..., judge=LLMJudge(url, model, cache=path))`` also asks the
 judge wherever the official protocol would. :func:`hrbench_accuracy` and :func:`option_order_bias`
-turn item scores into the numbers the benchmarks report.
+turn item scores into the numbers the benchmarks report. ``scoring_options=ScoringOptions(...)``
+switches to strict-official scoring (:mod:`codevision.scoring.official`: the whole reply, as each
+released script scores it) and sets MathVista's extraction.
 """
 
 from __future__ import annotations
@@ -21,15 +23,19 @@ from codevision.scoring.aggregate import (
 )
 from codevision.scoring.base import References, Score
 from codevision.scoring.dispatch import (
+    OFFICIAL_RULES,
     RULES,
     BenchmarkRule,
     UnknownBenchmarkError,
+    official_prompts_needed,
     rule_for,
     score,
     score_with_judge,
 )
 from codevision.scoring.extract import final_answer, levenshtein, option_letter
 from codevision.scoring.judge import JudgeCache, JudgeError, JudgeRecord, LLMJudge, parse_extraction, parse_verdict
+from codevision.scoring.options import MODES, Mode, ScoringOptions
+from codevision.scoring.prompt_file import OfficialPrompts, PromptFileError, load_official_prompts
 from codevision.scoring.prompts import JUDGE_KINDS, JudgeKind
 from codevision.scoring.rules import (
     anls,
@@ -38,6 +44,10 @@ from codevision.scoring.rules import (
     codevision_answer,
     exact_match,
     hrbench,
+    match_anls,
+    match_chartqa,
+    match_mathvista,
+    match_ocrbench,
     mathvista,
     mathvista_extract,
     mathvista_normalise,
@@ -50,6 +60,8 @@ from codevision.scoring.rules import (
 __all__ = [
     "ALL",
     "JUDGE_KINDS",
+    "MODES",
+    "OFFICIAL_RULES",
     "RULES",
     "BenchmarkRule",
     "HRBenchReport",
@@ -58,9 +70,13 @@ __all__ = [
     "JudgeKind",
     "JudgeRecord",
     "LLMJudge",
+    "Mode",
+    "OfficialPrompts",
     "OptionOrderBias",
+    "PromptFileError",
     "References",
     "Score",
+    "ScoringOptions",
     "ShuffledOptions",
     "UnknownBenchmarkError",
     "accuracy",
@@ -73,11 +89,17 @@ __all__ = [
     "hrbench",
     "hrbench_accuracy",
     "levenshtein",
+    "load_official_prompts",
+    "match_anls",
+    "match_chartqa",
+    "match_mathvista",
+    "match_ocrbench",
     "mathvista",
     "mathvista_extract",
     "mathvista_normalise",
     "multiple_choice",
     "ocrbench",
+    "official_prompts_needed",
     "option_letter",
     "option_order_bias",
     "parse_extraction",

@@ -3,20 +3,24 @@
 Names are matched loosely ("HR-Bench 4K", "hrbench_4k" and "hrbench4k" are the same), and the task
 kinds the judge knows (``ocr``, ``math``, ``multiple-choice``, ``general``) name the generic rule
 for that kind. Item fields a rule does not use are ignored, so a whole annotation record can be
-passed as keywords: ``score("mathvista", response, item["answer"], **item)``.
+passed as keywords: ``score("mathvista", response, item["answer"], **item)``. ``scoring_options``
+(:class:`~codevision.scoring.options.ScoringOptions`) picks the default or the strict-official
+rules and MathVista's extraction setting; every score records the mode in ``details["mode"]``.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from codevision.scoring import rules
+from codevision.scoring import official, rules
 from codevision.scoring.base import References, Score, as_references, as_text
-from codevision.scoring.judge import LLMJudge
+from codevision.scoring.judge import JudgeRecord, LLMJudge
+from codevision.scoring.options import DEFAULT_OPTIONS, Mode, ScoringOptions
+from codevision.scoring.prompt_file import PromptTemplate
 from codevision.scoring.prompts import JUDGE_KINDS, JudgeKind, format_options
 
 JudgeUse = Literal["verdict", "extract"]
@@ -73,6 +77,18 @@ RULES: dict[str, BenchmarkRule] = {
 }
 
 
+#: The strict-official rules, by the name of the default rule they stand in for; rules not listed
+#: (CodeVision's, exact match, generic multiple choice) have no other official form and serve both modes.
+OFFICIAL_RULES: dict[str, BenchmarkRule] = {
+    "ocrbench": BenchmarkRule("ocrbench", official.ocrbench),
+    "vstar": BenchmarkRule("vstar", official.vstar),
+    "hrbench": BenchmarkRule("hrbench", official.hrbench, "verdict", "multiple-choice"),
+    "mathvista": BenchmarkRule("mathvista", official.mathvista, "extract", "math"),
+    "chartqa": BenchmarkRule("chartqa", official.chartqa),
+    "anls": BenchmarkRule("anls", official.anls),
+}
+
+
 class UnknownBenchmarkError(ValueError):
     """A benchmark or task-kind name that no rule is registered for."""
 
@@ -82,30 +98,60 @@ def canonical_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", as_text(name).lower().replace("*", "star"))
 
 
-def rule_for(name: str) -> BenchmarkRule:
-    """The :class:`BenchmarkRule` registered under ``name``; :class:`UnknownBenchmarkError` if none is."""
+def rule_for(name: str, mode: Mode = "default") -> BenchmarkRule:
+    """The :class:`BenchmarkRule` registered under ``name`` for ``mode``; :class:`UnknownBenchmarkError` if none is."""
     found = RULES.get(canonical_name(name))
     if found is None:
         known = ", ".join(sorted(RULES))
         raise UnknownBenchmarkError(
             f"no scoring rule for {name!r}; known names (case and punctuation ignored): {known}"
         )
-    return found
+    return OFFICIAL_RULES.get(found.name, found) if mode == "strict-official" else found
 
 
-def score(benchmark_name: str, prediction: object, references: References, /, **meta: Any) -> Score:
+def official_prompts_needed(names: Iterable[str]) -> list[str]:
+    """The benchmarks among ``names`` whose strict-official scoring asks a judge, so needs an official prompt."""
+    return sorted(
+        {spec.name for spec in (rule_for(name, "strict-official") for name in names) if _official_judge(spec)}
+    )
+
+
+def _official_judge(spec: BenchmarkRule) -> bool:
+    """Whether ``spec`` is a strict-official rule that asks the judge the release's own question."""
+    return spec.judge is not None and OFFICIAL_RULES.get(spec.name) is spec
+
+
+def score(
+    benchmark_name: str,
+    prediction: object,
+    references: References,
+    /,
+    *,
+    scoring_options: ScoringOptions = DEFAULT_OPTIONS,
+    **meta: Any,
+) -> Score:
     """Score one response with the benchmark's official rule, without a judge.
 
     Items the official protocol would send to a judge come back with ``needs_judge`` set and the
     rule's provisional verdict; :func:`score_with_judge` resolves them.
     """
-    spec = rule_for(benchmark_name)
+    spec = rule_for(benchmark_name, scoring_options.mode)
     accepted = spec.accepts()
-    return spec.rule(prediction, references, **{key: value for key, value in meta.items() if key in accepted})
+    fields = {key: value for key, value in meta.items() if key in accepted}
+    if "quick_extract" in accepted:
+        fields["quick_extract"] = scoring_options.mathvista_quick_extract
+    return spec.rule(prediction, references, **fields).with_details(mode=scoring_options.mode)
 
 
 async def score_with_judge(
-    benchmark_name: str, prediction: object, references: References, /, *, judge: LLMJudge | None, **meta: Any
+    benchmark_name: str,
+    prediction: object,
+    references: References,
+    /,
+    *,
+    judge: LLMJudge | None,
+    scoring_options: ScoringOptions = DEFAULT_OPTIONS,
+    **meta: Any,
 ) -> Score:
     """:func:`score`, then the judge wherever the official protocol calls for one.
 
@@ -113,35 +159,75 @@ async def score_with_judge(
     others return a verdict that replaces the rule's (rule name suffixed "+judge"). The judge's
     record is kept in ``details["judge"]``. A judge reply that cannot be read leaves the rule's
     provisional score with ``needs_judge`` still set. ``task_kind`` picks the prompt for CodeVision
-    items (``ocr``, ``math`` or ``general``); ``question`` is shown to the judge. A judge server
-    that cannot be reached raises :class:`~codevision.scoring.judge.JudgeError`.
+    items (``ocr``, ``math`` or ``general``); ``question`` is shown to the judge. In strict-official
+    mode the judge is asked with the user's official prompt, on the whole reply, and its reply is
+    read as the release reads it. A judge server that cannot be reached raises
+    :class:`~codevision.scoring.judge.JudgeError`.
     """
-    spec = rule_for(benchmark_name)
-    result = score(benchmark_name, prediction, references, **meta)
+    spec = rule_for(benchmark_name, scoring_options.mode)
+    result = score(benchmark_name, prediction, references, scoring_options=scoring_options, **meta)
     if judge is None or not result.needs_judge or spec.judge is None:
         return result
-    question = as_text(meta.get("question"))
-    answer = as_text(result.details.get("answer"))
-    if spec.judge == "extract":
-        record = await judge.extract(question=_mathvista_query(question, meta), response=answer)
-        if record.extraction is None:
-            return result.with_details(judge=record.as_dict())
-        accepted = spec.accepts() - {"extraction"}
-        kept = {key: value for key, value in meta.items() if key in accepted}
-        resolved = rules.mathvista(prediction, references, extraction=record.extraction, **kept)
-        return replace(resolved, rule="mathvista+judge").with_details(judge=record.as_dict())
-    kind = _judge_kind(spec, meta.get("task_kind"))
-    options = rules.option_list(meta.get("choices"))
-    letter = as_text(result.details.get("key"))
-    position = ord(letter) - ord("A") if len(letter) == 1 else -1
-    if 0 <= position < len(options):
-        reference = f"{letter}. {options[position]}"
+    if scoring_options.strict and _official_judge(spec):
+        template = scoring_options.prompt_for(spec.name)
+        record = await _ask_officially(spec, result, prediction, references, judge, template, meta)
     else:
-        reference = letter or " / ".join(as_references(references))
-    record = await judge.verdict(kind=kind, question=question, reference=reference, response=answer, options=options)
+        record = await _ask(spec, result, references, judge, meta)
+    if record.extraction is not None:
+        given = {**meta, "extraction": record.extraction}
+        resolved = score(benchmark_name, prediction, references, scoring_options=scoring_options, **given)
+        return replace(resolved, rule=f"{resolved.rule}+judge").with_details(judge=record.as_dict())
     if record.verdict is None:
         return result.with_details(judge=record.as_dict())
     return Score.of(record.verdict, f"{result.rule}+judge", **{**result.details, "judge": record.as_dict()})
+
+
+async def _ask(
+    spec: BenchmarkRule, result: Score, references: References, judge: LLMJudge, meta: dict[str, Any]
+) -> JudgeRecord:
+    """The default mode's judge request: our prompts, on the answer span."""
+    question = as_text(meta.get("question"))
+    answer = as_text(result.details.get("answer"))
+    if spec.judge == "extract":
+        return await judge.extract(question=_mathvista_query(question, meta), response=answer)
+    options = rules.option_list(meta.get("choices"))
+    kind = _judge_kind(spec, meta.get("task_kind"))
+    reference = _reference(result, options, references)
+    return await judge.verdict(kind=kind, question=question, reference=reference, response=answer, options=options)
+
+
+async def _ask_officially(
+    spec: BenchmarkRule,
+    result: Score,
+    prediction: object,
+    references: References,
+    judge: LLMJudge,
+    template: PromptTemplate,
+    meta: dict[str, Any],
+) -> JudgeRecord:
+    """The strict-official judge request: the user's official prompt on the whole reply, read as released."""
+    question = as_text(meta.get("question"))
+    options = rules.option_list(meta.get("choices"))
+    prompt = template.render(
+        question=question,
+        query=as_text(meta.get("query")) or question,
+        options=format_options(options),
+        reference=_reference(result, options, references),
+        response=as_text(prediction),
+    )
+    record = await judge.complete(prompt, kind=f"{spec.name}-official", system=template.system)
+    if spec.judge == "extract":
+        return replace(record, extraction=official.extractor_answer(record.raw))
+    return replace(record, verdict=official.hrbench_judge_says_yes(record.raw), error=None)
+
+
+def _reference(result: Score, options: list[str], references: References) -> str:
+    """The correct answer as a judge is shown it: "B. text" for an option, else the references."""
+    letter = as_text(result.details.get("key"))
+    position = ord(letter) - ord("A") if len(letter) == 1 else -1
+    if 0 <= position < len(options):
+        return f"{letter}. {options[position]}"
+    return letter or " / ".join(as_references(references))
 
 
 def _judge_kind(spec: BenchmarkRule, requested: object) -> JudgeKind:

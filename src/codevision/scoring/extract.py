@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from codevision.protocols.answers import extract_answer
 from codevision.scoring.base import as_text
 
-_TOOL_RESPONSE = re.compile(r"<tool_response>.*?</tool_response>", re.DOTALL | re.IGNORECASE)
+# Text that is never the model's answer: tool output quoted back, and closed reasoning blocks.
+_NOT_ANSWER = re.compile(r"<tool_response>.*?</tool_response>|<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|$)", re.DOTALL | re.IGNORECASE)
 # Decoration models put around a bare letter: markdown emphasis, code ticks, quotes.
 _DECORATION = "*_`'\"“”‘’ \t\r\n"
@@ -36,11 +37,13 @@ def final_answer(response: object, *, unbox: bool = True) -> str:
 
     The last ``<answer>…</answer>`` wins (an unclosed one at the end counts), then the last
     ``\\boxed{…}``, as the agent protocols define it; ``<tool_response>`` blocks quoted in the reply
-    never count. With ``unbox=False`` a ``\\boxed{}`` inside the answer is kept verbatim and a bare
-    ``\\boxed{}`` is not taken for the answer: OCRBench's handwritten-math references themselves
-    contain ``\\boxed { 3 }``, so unwrapping it would change the text being matched.
+    and closed ``<think>`` blocks never count, so reasoning is not scored as the answer of a reply
+    without answer tags (an unclosed ``<think>`` is all there is, and stays). With ``unbox=False``
+    a ``\\boxed{}`` inside the answer is kept verbatim and a bare ``\\boxed{}`` is not taken for the
+    answer: OCRBench's handwritten-math references themselves contain ``\\boxed { 3 }``, so
+    unwrapping it would change the text being matched.
     """
-    text = _TOOL_RESPONSE.sub("", as_text(response))
+    text = _NOT_ANSWER.sub("", as_text(response))
     if unbox:
         found = extract_answer(text)
         return found if found is not None else text.strip()

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from codevision.policies.base import PolicyError
+from codevision.policies.base import PolicyError, Waiting
 from codevision.policies.openai import OpenAIPolicy
 from codevision.scoring.prompts import SYSTEM, JudgeKind, extraction_prompt, verdict_prompt
 from codevision.trajectory import Message
@@ -275,6 +275,16 @@ class LLMJudge:
             error=error,
         )
 
+    async def complete(self, prompt: str, *, kind: str, system: str | None = None) -> JudgeRecord:
+        """The judge's reply to ``prompt`` sent verbatim, unparsed (strict-official scoring's own prompts).
+
+        ``system`` is the system message, None for none (the released scripts send the prompt alone).
+        The caller reads ``raw`` as the benchmark's release does; an empty reply is a recorded failure.
+        """
+        raw, cached, key = await self._ask(prompt, system=system, parse=lambda text: text != "")
+        error = None if raw else "the judge's reply is empty"
+        return JudgeRecord(kind=kind, model=self.model, verdict=None, raw=raw, cached=cached, key=key, error=error)
+
     def verdict_sync(
         self,
         *,
@@ -322,6 +332,11 @@ class LLMJudge:
         if state is not None:
             await state.policy.aclose()
 
+    def waiting(self) -> Waiting | None:
+        """The longest wait for a judge reply now (any event loop), for a progress display."""
+        waits = [wait for state in list(self._states.values()) if (wait := state.policy.waiting()) is not None]
+        return max(waits, key=lambda wait: wait.seconds, default=None)
+
     async def __aenter__(self) -> LLMJudge:
         return self
 
@@ -337,12 +352,15 @@ class LLMJudge:
             self._states[loop] = state
         return state
 
-    async def _ask(self, prompt: str, *, parse: Callable[[str], bool]) -> tuple[str, bool, str]:
+    async def _ask(
+        self, prompt: str, *, parse: Callable[[str], bool], system: str | None = SYSTEM
+    ) -> tuple[str, bool, str]:
         """The judge's raw reply to ``prompt``, whether it came without a request, and the cache key.
 
         ``parse`` says whether a reply is usable; only usable replies are stored in the cache.
         """
-        messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": prompt}]
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
         key = cache_key(self.model, messages)
         if self.cache is not None:
             stored = await asyncio.to_thread(self.cache.get, key)

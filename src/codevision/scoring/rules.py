@@ -4,8 +4,11 @@ Every rule takes the model's whole response, reads the answer out of it the way
 :func:`~codevision.scoring.extract.final_answer` defines (last ``<answer>``, else ``\\boxed{}``, else
 the whole text) and then applies the benchmark's own rule, quirks included, so that numbers are
 comparable with published ones. Where our behaviour departs from the released code the docstring
-says so and why. Rules never raise on a malformed response; they raise ``ValueError`` only for a
-reference that cannot be interpreted, which is a data error worth stopping for.
+says so and why (the full list is in ``docs/benchmarks.md``). The ``match_*`` functions apply a
+rule to an answer already cut out, which is how :mod:`codevision.scoring.official` applies the
+same rules to the whole reply in strict-official mode. Rules never raise on a malformed response;
+they raise ``ValueError`` only for a reference that cannot be interpreted, which is a data error
+worth stopping for.
 """
 
 from __future__ import annotations
@@ -24,16 +27,19 @@ Options = Sequence[object] | Mapping[str, object] | None
 
 # ---------------------------------------------------------------------------------------- OCRBench
 def ocrbench(prediction: object, references: References, *, dataset_name: str = "") -> Score:
-    """OCRBench v1 (``OCRBench/example.py``): a reference counts if it is a *substring* of the answer.
+    """OCRBench v1 on the answer span, which keeps any ``\\boxed{}`` (HME100k references contain it)."""
+    return match_ocrbench(final_answer(prediction, unbox=False), references, dataset_name=dataset_name)
+
+
+def match_ocrbench(answer: str, references: References, *, dataset_name: str = "") -> Score:
+    """OCRBench v1 (``OCRBench/example.py``): a reference counts if it is a *substring* of ``answer``.
 
     For ``dataset_name == "HME100k"`` (handwritten maths) both sides are stripped, newlines become
     spaces and then every space is deleted, so LaTeX spacing does not matter and case does; for
     every other source both are lower-cased and stripped and newlines become spaces. A list of
     references is correct if any one matches. Substring semantics are kept as released: "12" is
-    found in "123", and an empty reference matches anything. The answer span keeps any
-    ``\\boxed{}``, which HME100k references contain.
+    found in "123", and an empty reference matches anything.
     """
-    answer = final_answer(prediction, unbox=False)
     handwritten_math = dataset_name == "HME100k"
 
     def normalise(text: str) -> str:
@@ -125,13 +131,19 @@ _QUICK_EXTRACT = re.compile(r'The answer is "(.*)"\.')
 
 
 def mathvista_extract(
-    response: str, *, question_type: str, answer_type: str, choices: Sequence[object] | None = None
+    response: str,
+    *,
+    question_type: str,
+    answer_type: str,
+    choices: Sequence[object] | None = None,
+    quick_extract: bool = False,
 ) -> str | None:
     """MathVista's rule-based extraction (``evaluation/extract_answer.py``); None means "ask the LLM".
 
     The response is taken as it is when it is one of the choices (multiple choice) or parses as an
-    ``int`` (integer answers) or a ``float`` (float answers); otherwise the quick rule
-    ``The answer is "(.*)".`` applies. An empty response extracts as empty, as released.
+    ``int`` (integer answers) or a ``float`` (float answers); these shortcuts run in every setting.
+    Only with ``quick_extract`` (the script's ``--quick_extract``, off by default) does the regex
+    ``The answer is "(.*)".`` apply next. An empty response extracts as empty, as released.
     """
     if response == "":
         return ""
@@ -147,7 +159,7 @@ def mathvista_extract(
             return str(float(response))
         except ValueError:
             pass
-    quick = _QUICK_EXTRACT.search(response)
+    quick = _QUICK_EXTRACT.search(response) if quick_extract else None
     return quick.group(1) if quick else None
 
 
@@ -157,41 +169,44 @@ def mathvista_normalise(
     question_type: str,
     answer_type: str,
     choices: Sequence[object] | None = None,
-    precision: float | None = None,
+    precision: object = None,
 ) -> str | None:
     """MathVista's ``normalize_extracted_answer`` (``evaluation/calculate_score.py``).
 
     Multiple choice: the first "(X)" becomes the letter X; an upper-case letter among the options
     maps to that choice's text, anything else (a lower-case bare letter included, as released) to
     the nearest choice by Levenshtein distance, the first on ties. Integer: ``str(int(float(x)))``,
-    which truncates "12.7" to "12". Float: ``str(round(float(x), precision))``, Python's rounding of
-    the binary value (``round(2.675, 2) == 2.67``). List: ``str(x)``. None when the text does not
-    parse; text answers pass unchanged. A whole-number float ``precision`` (the Hugging Face copy
-    stores 1.0) is used as an int instead of failing every float item, and an empty choice list
-    yields None instead of crashing.
+    which truncates "12.7" to "12". Float: ``str(round(float(x), int(precision)))``, Python's
+    rounding of the binary value (``round(2.675, 2) == 2.67``), and None without a precision, as
+    released. List: ``str(x)``. None when the text does not parse. Two cases where the released
+    code crashes are given an answer instead: an empty choice list yields None, and a free-form
+    text answer passes unchanged.
     """
     if question_type == "multi_choice":
-        texts = [as_text(choice) for choice in choices or ()]
-        text = as_text(extraction).strip()
-        letters = re.findall(r"\(([a-zA-Z])\)", text)
-        if letters:
-            text = letters[0].upper()
-        keys = list(string.ascii_uppercase[: len(texts)])
-        if text in keys:
-            return texts[keys.index(text)]
-        if not texts:
-            return None
-        distances = [levenshtein(text, choice) for choice in texts]
-        return texts[distances.index(min(distances))]
+        return _nearest_choice(extraction, [as_text(choice) for choice in choices or ()])
     try:
         if answer_type == "integer":
-            return str(int(float(as_text(extraction))))
+            return str(int(float(extraction)))  # type: ignore[arg-type]
         if answer_type == "float":
-            digits = int(precision) if isinstance(precision, float) and precision.is_integer() else precision
-            return str(round(float(as_text(extraction)), digits))  # type: ignore[arg-type]
+            return str(round(float(extraction), int(precision)))  # type: ignore[arg-type,call-overload]
     except (ValueError, TypeError, OverflowError):
         return None
-    return None if extraction is None else as_text(extraction)
+    return str(extraction)
+
+
+def _nearest_choice(extraction: object, texts: list[str]) -> str | None:
+    """The choice a multiple-choice extraction names: by its letter, else the nearest by edit distance."""
+    text = extraction.strip() if isinstance(extraction, str) else str(extraction)
+    letters = re.findall(r"\(([a-zA-Z])\)", text)
+    if letters:
+        text = letters[0].upper()
+    keys = list(string.ascii_uppercase[: len(texts)])
+    if text in keys:
+        return texts[keys.index(text)]
+    if not texts:
+        return None
+    distances = [levenshtein(text, choice) for choice in texts]
+    return texts[distances.index(min(distances))]
 
 
 def mathvista(
@@ -201,23 +216,50 @@ def mathvista(
     question_type: str,
     answer_type: str,
     choices: Sequence[object] | None = None,
-    precision: float | None = None,
+    precision: object = None,
     extraction: str | None = None,
+    quick_extract: bool = False,
+) -> Score:
+    """MathVista testmini on the answer span; see :func:`match_mathvista`."""
+    return match_mathvista(
+        final_answer(prediction),
+        references,
+        question_type=question_type,
+        answer_type=answer_type,
+        choices=choices,
+        precision=precision,
+        extraction=extraction,
+        quick_extract=quick_extract,
+    )
+
+
+def match_mathvista(
+    answer: str,
+    references: References,
+    *,
+    question_type: str,
+    answer_type: str,
+    choices: Sequence[object] | None = None,
+    precision: object = None,
+    extraction: str | None = None,
+    quick_extract: bool = False,
 ) -> Score:
     """MathVista testmini: extraction, normalisation, then exact ``==`` with the answer string.
 
     ``extraction`` is an answer already extracted (by an LLM judge, as the official pipeline does).
-    Without one, the rule-based extraction runs on the answer span; when it fails the official
-    pipeline would ask GPT, so ``needs_judge`` is set and the answer span itself is normalised as a
-    provisional extraction.
+    Without one, :func:`mathvista_extract` runs on ``answer``; when it fails the official pipeline
+    would ask the LLM, so ``needs_judge`` is set and ``answer`` itself is normalised as a
+    provisional extraction. ``quick_extract`` is recorded in the details, so a report can say how
+    answers were extracted.
     """
-    answer = final_answer(prediction)
     needs_judge = False
     if extraction is not None:
         method, extracted = "given", extraction
     else:
-        found = mathvista_extract(answer, question_type=question_type, answer_type=answer_type, choices=choices)
-        method = "rules" if found is not None else "answer-span"
+        found = mathvista_extract(
+            answer, question_type=question_type, answer_type=answer_type, choices=choices, quick_extract=quick_extract
+        )
+        method = "rules" if found is not None else "provisional"
         extracted = found if found is not None else answer
         needs_judge = found is None
     normalised = mathvista_normalise(
@@ -231,6 +273,7 @@ def mathvista(
         answer=answer,
         extraction=extracted,
         extraction_method=method,
+        quick_extract=quick_extract,
         normalised=normalised,
     )
 
@@ -259,8 +302,12 @@ def relaxed_correctness(target: str, prediction: str, max_relative_change: float
 
 
 def chartqa(prediction: object, references: References) -> Score:
-    """ChartQA relaxed accuracy; with several references the best one counts, as pix2struct does."""
-    answer = final_answer(prediction)
+    """ChartQA relaxed accuracy on the answer span; see :func:`match_chartqa`."""
+    return match_chartqa(final_answer(prediction), references)
+
+
+def match_chartqa(answer: str, references: References) -> Score:
+    """ChartQA relaxed accuracy of ``answer``; with several references the best one counts, as pix2struct does."""
     matched = next((ref for ref in as_references(references) if relaxed_correctness(ref, answer)), None)
     return Score.of(matched is not None, "chartqa-relaxed", answer=answer, matched=matched)
 
@@ -279,14 +326,18 @@ def exact_match(prediction: object, references: References) -> Score:
 
 
 def anls(prediction: object, references: References, *, threshold: float = 0.5) -> Score:
-    """Average Normalised Levenshtein Similarity for one item (ST-VQA / DocVQA, Biten et al. 2019), as the
-    DocVQA/RRC evaluation script computes it, on the answer span.
+    """ANLS on the answer span; see :func:`match_anls`."""
+    return match_anls(final_answer(prediction), references, threshold=threshold)
+
+
+def match_anls(answer: str, references: References, *, threshold: float = 0.5) -> Score:
+    """Average Normalised Levenshtein Similarity of ``answer`` for one item (ST-VQA / DocVQA, Biten et al.
+    2019), as the DocVQA/RRC evaluation script computes it.
 
     The edit distance is taken between the two strings lower-cased with whitespace collapsed, but divided
     by the longer of the two *as given*; the item earns ``1 - NL`` from its closest reference unless that
     is below ``threshold`` (so NL exactly 0.5 still earns 0.5). ``correct`` means the item earned credit.
     """
-    answer = final_answer(prediction)
     predicted = _squash(answer)
     best_distance, best_reference = 1.0, None
     for reference in as_references(references):

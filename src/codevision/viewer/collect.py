@@ -3,6 +3,7 @@
 A run folder may hold thousands of trajectory folders at any depth, some of them half-written or
 from an older schema. One bad file must not cost the reader the rest, so loading never raises:
 every file that cannot be read becomes a :class:`LoadFailure` that the page lists with its reason.
+Each trajectory is placed in its evaluation run, with its transform, as it is loaded.
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codevision.trajectory import TRAJECTORY_FILE, Trajectory
+from codevision.viewer.progress import BuildProgress
+from codevision.viewer.runs import Placement, RunIndex, run_labels
 
 
 @dataclass(frozen=True)
 class LoadedTrajectory:
-    """A trajectory and the JSON file it came from (its images are relative to that file's folder)."""
+    """A trajectory and the JSON file it came from (its images are relative to that file's folder).
+
+    ``transform`` is the one it was run under and ``run`` the short name of its evaluation run;
+    either is ``""`` when not known (a trajectory saved outside a run).
+    """
 
     path: Path
     trajectory: Trajectory
+    transform: str = ""
+    run: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,13 +79,23 @@ def find_trajectory_files(paths: Iterable[Path]) -> tuple[list[Path], list[LoadF
     return files, missing
 
 
-def collect(paths: Iterable[Path]) -> Collection:
+def collect(paths: Iterable[Path], progress: BuildProgress | None = None) -> Collection:
     """Load every trajectory under ``paths``; unreadable or invalid files become failures, never exceptions."""
     files, failures = find_trajectory_files(paths)
-    collection = Collection(failures=failures)
+    advance = (progress or BuildProgress()).stage("reading", len(files))
+    index = RunIndex()
+    placed: list[tuple[Path, Trajectory, Placement]] = []
     for file in files:
         try:
-            collection.loaded.append(LoadedTrajectory(file, Trajectory.load(file)))
+            trajectory = Trajectory.load(file)
         except (OSError, ValueError) as exc:
-            collection.failures.append(LoadFailure(file, str(exc) or type(exc).__name__))
-    return collection
+            failures.append(LoadFailure(file, str(exc) or type(exc).__name__))
+        else:
+            placed.append((file, trajectory, index.place(file, trajectory)))
+        advance()
+    labels = run_labels(placement.run for _, _, placement in placed if placement.run is not None)
+    loaded = [
+        LoadedTrajectory(file, trajectory, placement.transform, "" if placement.run is None else labels[placement.run])
+        for file, trajectory, placement in placed
+    ]
+    return Collection(loaded, failures)

@@ -1,24 +1,19 @@
-"""One static HTML page that shows trajectories turn by turn: text, code, outputs, images, op traces.
+"""Trajectories as HTML, turn by turn: text, code, outputs, images, op traces.
 
-Everything is rendered here, in Python, as escaped HTML; the page's only script filters what is
-already there. Model output, sandbox output and benchmark text are untrusted, so every string goes
-through :func:`html.escape`, and a Content-Security-Policy allows no script but the page's own
-(by hash) and no resource but embedded images: text that escaped escaping still could not run.
+Everything is rendered here, in Python, as escaped HTML. Model output, sandbox output and
+benchmark text are untrusted, so every string goes through :func:`html.escape`; the page's
+Content-Security-Policy (see :mod:`codevision.viewer.page`) makes sure that text which escaped
+escaping still could not run. Each trajectory renders as a summary line (what the filters and the
+list show) and a body (everything else), so a page can carry the bodies or fetch them on demand.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from html import escape
-from importlib import resources
-from pathlib import Path
 from typing import Literal
 
 from PIL import Image
@@ -27,13 +22,13 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from codevision.sandbox.results import ImageOp, ImageRef
-from codevision.trajectory import TRAJECTORY_FILE, Action, ImageRecord, Message, ToolOutcome, Trajectory, Turn
-from codevision.viewer.collect import Collection, LoadedTrajectory, collect
-from codevision.viewer.images import EmbeddedImage, load_embedded
+from codevision.trajectory import Action, ImageRecord, Message, ToolOutcome, Trajectory, Turn
+from codevision.viewer.collect import LoadedTrajectory
+from codevision.viewer.images import ShownImage
 
 Outcome = Literal["correct", "incorrect", "unknown"]
 OUTCOMES: tuple[Outcome, ...] = ("correct", "incorrect", "unknown")
-_OUTCOME_MARK = {"correct": "✓", "incorrect": "✗", "unknown": "?"}
+OUTCOME_MARK = {"correct": "✓", "incorrect": "✗", "unknown": "?"}
 
 _FORMATTER = HtmlFormatter(cssclass="code", wrapcode=True)
 _LEXER = PythonLexer()
@@ -42,17 +37,14 @@ _THINK_CLOSE = "</think>"
 _PREVIEW_CHARS = 100
 
 
-class NoTrajectoriesFound(ValueError):
-    """Nothing under the given paths looked like a trajectory, so there is no page to write."""
-
-
-def _static(name: str) -> str:
-    return resources.files("codevision.viewer").joinpath("static", name).read_text(encoding="utf-8")
-
-
-def _e(value: object) -> str:
+def esc(value: object) -> str:
     """Escape for element content and double-quoted attributes alike."""
     return escape(str(value), quote=True)
+
+
+def code_style() -> str:
+    """The style sheet of highlighted code cells."""
+    return _FORMATTER.get_style_defs(".code")
 
 
 def outcome_of(trajectory: Trajectory) -> Outcome:
@@ -63,7 +55,8 @@ def outcome_of(trajectory: Trajectory) -> Outcome:
     return "unknown"
 
 
-def _reward(trajectory: Trajectory) -> float | None:
+def reward_of(trajectory: Trajectory) -> float | None:
+    """The score's numeric reward; ``None`` when there is none (a boolean is a verdict, not a reward)."""
     reward = (trajectory.score or {}).get("reward")
     return float(reward) if isinstance(reward, (int, float)) and not isinstance(reward, bool) else None
 
@@ -93,24 +86,24 @@ def split_think(text: str) -> list[tuple[bool, str]]:
 
 
 def _say(text: str) -> str:
-    return f'<div class="say">{_e(text)}</div>'
+    return f'<div class="say">{esc(text)}</div>'
 
 
 def _thinking(text: str) -> str:
-    return f'<div class="think"><span class="label">thinking</span>{_e(text)}</div>'
+    return f'<div class="think"><span class="label">thinking</span>{esc(text)}</div>'
 
 
-class _TrajectoryRenderer:
-    """Renders one trajectory; remembers which images were shown so each is embedded once.
+class TrajectoryRenderer:
+    """Renders one trajectory; remembers which images were shown so each is shown once.
 
-    ``embedded`` holds the images being encoded in the background, by index, for every image
-    that has a file.
+    ``prepared`` holds the images being prepared in the background (embedded or written as
+    files), by index, for every image that has a file.
     """
 
-    def __init__(self, loaded: LoadedTrajectory, embedded: dict[int, Future[EmbeddedImage]]) -> None:
-        self.path = loaded.path
+    def __init__(self, loaded: LoadedTrajectory, prepared: dict[int, Future[ShownImage]]) -> None:
+        self.loaded = loaded
         self.trajectory = loaded.trajectory
-        self.embedded = embedded
+        self.prepared = prepared
         self.shown: set[int] = set()
 
     # ------------------------------------------------------------------ images
@@ -124,16 +117,17 @@ class _TrajectoryRenderer:
         self.shown.add(index)
         record = records[index]
         caption = self._caption(record)
-        if index not in self.embedded:
+        if index not in self.prepared:
             return self._missing(index, caption, "never saved with the trajectory")
         try:
-            embedded = self.embedded[index].result()
+            shown = self.prepared[index].result()
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return self._missing(index, caption, str(exc) or type(exc).__name__)
+        full = "" if shown.full is None else f' data-full="{esc(shown.full)}" title="click for the full image"'
         return (
-            f'<figure class="shot" data-index="{index}"><img src="{embedded.url}" alt="image #{index}" '
-            f'width="{embedded.width}" height="{embedded.height}" loading="lazy" decoding="async">'
-            f"<figcaption>{_e(caption)}</figcaption></figure>"
+            f'<figure class="shot" data-index="{index}"><img src="{esc(shown.src)}" alt="image #{index}" '
+            f'width="{shown.width}" height="{shown.height}" loading="lazy" decoding="async"{full}>'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
     @staticmethod
@@ -147,8 +141,8 @@ class _TrajectoryRenderer:
     @staticmethod
     def _missing(index: int, caption: str, reason: str) -> str:
         return (
-            f'<figure class="shot missing" data-index="{index}"><div>image could not be shown: {_e(reason)}</div>'
-            f"<figcaption>{_e(caption)}</figcaption></figure>"
+            f'<figure class="shot missing" data-index="{index}"><div>image could not be shown: {esc(reason)}</div>'
+            f"<figcaption>{esc(caption)}</figcaption></figure>"
         )
 
     def images(self, indices: Iterable[int]) -> str:
@@ -163,13 +157,13 @@ class _TrajectoryRenderer:
                 body.append(_say(part.text))
             else:
                 body.append(self.images([part.index]))
-        return f'<div class="msg"><span class="role">{_e(message.role)}</span>{"".join(body)}</div>'
+        return f'<div class="msg"><span class="role">{esc(message.role)}</span>{"".join(body)}</div>'
 
     @staticmethod
     def block(kind: str, text: str | None) -> str:
         if not text:
             return ""
-        return f'<div class="out {kind}"><span class="label">{kind}</span><pre>{_e(text)}</pre></div>'
+        return f'<div class="out {kind}"><span class="label">{kind}</span><pre>{esc(text)}</pre></div>'
 
     # ------------------------------------------------------------------ tools
     @staticmethod
@@ -181,7 +175,7 @@ class _TrajectoryRenderer:
             text += f" {ref.size[0]}×{ref.size[1]}"
         if ref.origin is not None:
             text += f" (input {ref.origin})"
-        return _e(text)
+        return esc(text)
 
     def ops(self, ops: list[ImageOp]) -> str:
         if not ops:
@@ -190,7 +184,7 @@ class _TrajectoryRenderer:
         for number, op in enumerate(ops):
             args = ", ".join(f"{key}={json.dumps(value)}" for key, value in op.args.items() if value is not None)
             rows.append(
-                f'<tr><td>{number}</td><td title="{_e(op.call)}">{_e(op.name)}</td><td>{_e(args)}</td>'
+                f'<tr><td>{number}</td><td title="{esc(op.call)}">{esc(op.name)}</td><td>{esc(args)}</td>'
                 f"<td>{'' if op.line is None else op.line}</td>"
                 f"<td>{self._ref(op.operand)} → {self._ref(op.result)}</td></tr>"
             )
@@ -204,13 +198,13 @@ class _TrajectoryRenderer:
         if action.kind == "code":
             body = highlight(action.code or "", _LEXER, _FORMATTER)
         else:
-            body = f'<div class="say">crop image #{_e(action.image_index)} to {_e(json.dumps(action.bbox))}</div>'
-        return f'<div class="action"><span class="label">action {number} · {_e(action.kind)}</span>{body}</div>'
+            body = f'<div class="say">crop image #{esc(action.image_index)} to {esc(json.dumps(action.bbox))}</div>'
+        return f'<div class="action"><span class="label">action {number} · {esc(action.kind)}</span>{body}</div>'
 
     def outcome(self, outcome: ToolOutcome) -> str:
         parts = [
-            f'<div class="outcome status-{_e(outcome.status)}"><span class="label">result of action {outcome.action}'
-            f" · {_e(outcome.status)} · {_seconds(outcome.seconds)}</span>",
+            f'<div class="outcome status-{esc(outcome.status)}"><span class="label">result of action {outcome.action}'
+            f" · {esc(outcome.status)} · {_seconds(outcome.seconds)}</span>",
             self.block("stdout", outcome.stdout),
             self.block("stderr", outcome.stderr),
             self.block("error", outcome.error),
@@ -263,13 +257,13 @@ class _TrajectoryRenderer:
         if turn.finish_reason:
             facts.append(f"finish: {turn.finish_reason}")
         parts = [
-            f'<section class="turn"><h3>turn {turn.index} <small>{_e(" · ".join(facts))}</small></h3>',
+            f'<section class="turn"><h3>turn {turn.index} <small>{esc(" · ".join(facts))}</small></h3>',
             *self._text_and_actions(turn),
         ]
         if turn.answer is not None:
-            parts.append(f'<div class="answer"><span class="label">answer</span>{_e(turn.answer)}</div>')
+            parts.append(f'<div class="answer"><span class="label">answer</span>{esc(turn.answer)}</div>')
         if turn.issues:
-            items = "".join(f"<li>{_e(issue)}</li>" for issue in turn.issues)
+            items = "".join(f"<li>{esc(issue)}</li>" for issue in turn.issues)
             parts.append(f'<div class="issues"><span class="label">issues</span><ul>{items}</ul></div>')
         if turn.observation:
             messages = "".join(self.message(m) for m in turn.observation)
@@ -282,25 +276,31 @@ class _TrajectoryRenderer:
     def summary(self) -> str:
         t = self.trajectory
         outcome = outcome_of(t)
-        reward = _reward(t)
+        reward = reward_of(t)
         answer = t.final_answer if t.final_answer is not None else "(no answer)"
         preview = answer if len(answer) <= _PREVIEW_CHARS else answer[:_PREVIEW_CHARS] + "…"
         cells = [
-            f'<span class="badge {outcome}" title="{outcome}">{_OUTCOME_MARK[outcome]}</span>',
-            f'<span class="id">{_e(t.task_id)}</span>',
-            f'<span class="tag">{_e(t.source or "(no source)")}</span>',
-            f'<span class="tag">{_e(t.stop_reason)}</span>',
+            f'<span class="badge {outcome}" title="{outcome}">{OUTCOME_MARK[outcome]}</span>',
+            f'<span class="id">{esc(t.task_id)}</span>',
+            f'<span class="tag">{esc(t.source or "(no source)")}</span>',
+        ]
+        if self.loaded.transform:
+            cells.append(f'<span class="tag transform">transform {esc(self.loaded.transform)}</span>')
+        if self.loaded.run:
+            cells.append(f'<span class="tag run">run {esc(self.loaded.run)}</span>')
+        cells += [
+            f'<span class="tag">{esc(t.stop_reason)}</span>',
             f'<span class="tag">{len(t.turns)} turn{"" if len(t.turns) == 1 else "s"}</span>',
         ]
         if reward is not None:
             cells.append(f'<span class="tag">reward {reward:g}</span>')
-        cells.append(f'<span class="preview">{_e(preview)}</span>')
+        cells.append(f'<span class="preview">{esc(preview)}</span>')
         return f"<summary>{''.join(cells)}</summary>"
 
     def facts(self) -> str:
         t = self.trajectory
         outcome = outcome_of(t)
-        reward = _reward(t)
+        reward = reward_of(t)
         rows: list[tuple[str, str]] = [
             ("final answer", "–" if t.final_answer is None else t.final_answer),
             ("outcome", outcome + ("" if reward is None else f", reward {reward:g}")),
@@ -310,24 +310,35 @@ class _TrajectoryRenderer:
             ("model", t.model or "–"),
             ("protocol", t.protocol),
             ("benchmark", t.source or "–"),
-            ("file", str(self.path)),
+            ("transform", self.loaded.transform or "–"),
+            ("run", self.loaded.run or "–"),
+            ("file", str(self.loaded.path)),
         ]
         other_scores = {k: v for k, v in (t.score or {}).items() if k not in ("correct", "reward")}
         if other_scores:
             rows.append(("score", json.dumps(other_scores, default=str)))
-        body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+        body = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
         return f'<table class="facts">{body}</table>'
 
-    def render(self, expanded: bool = False) -> str:
+    def attributes(self) -> str:
+        """The data the page's filters read, as attributes of the trajectory's element."""
+        t = self.trajectory
+        values = {
+            "outcome": outcome_of(t),
+            "stop": t.stop_reason,
+            "source": t.source,
+            "transform": self.loaded.transform,
+            "run": self.loaded.run,
+        }
+        return "".join(f' data-{name}="{esc(value)}"' for name, value in values.items())
+
+    def body(self) -> str:
+        """Everything but the summary: question, prompt, turns, images left over, facts and metadata."""
         t = self.trajectory
         inputs = [record.index for record in t.images if record.origin == "input"]
-        references = "".join(f"<li>{_e(r)}</li>" for r in t.references) or "<li>–</li>"
+        references = "".join(f"<li>{esc(r)}</li>" for r in t.references) or "<li>–</li>"
         parts = [
-            f'<details class="traj" data-outcome="{outcome_of(t)}" data-stop="{_e(t.stop_reason)}" '
-            f'data-source="{_e(t.source)}"{" open" if expanded else ""}>',
-            self.summary(),
-            '<div class="body">',
-            f'<div class="question"><span class="label">question</span>{_e(t.question or "–")}</div>',
+            f'<div class="question"><span class="label">question</span>{esc(t.question or "–")}</div>',
             f'<div class="refs"><span class="label">references</span><ul>{references}</ul></div>',
             self.images(inputs),
         ]
@@ -343,105 +354,8 @@ class _TrajectoryRenderer:
         parts.append(self.facts())
         if t.metadata:
             metadata = json.dumps(t.metadata, indent=1, default=str)
-            parts.append(f"<details><summary>metadata</summary><pre>{_e(metadata)}</pre></details>")
-        parts.append("</div></details>")
+            parts.append(f"<details><summary>metadata</summary><pre>{esc(metadata)}</pre></details>")
         return "".join(parts)
-
-
-def _options(select_id: str, label: str, counts: Counter[str], empty_name: str) -> str:
-    """A filter ``<select>``; values carry a ``=`` prefix so that an empty name stays distinct from "all"."""
-    options = [f'<option value="">all ({sum(counts.values())})</option>']
-    for name, count in sorted(counts.items()):
-        options.append(f'<option value="={_e(name)}">{_e(name or empty_name)} ({count})</option>')
-    return f'<label>{label} <select id="{select_id}">{"".join(options)}</select></label>'
-
-
-def _header(collection: Collection) -> str:
-    trajectories = [item.trajectory for item in collection.loaded]
-    outcomes = Counter(outcome_of(t) for t in trajectories)
-    judged = outcomes["correct"] + outcomes["incorrect"]
-    rewards = [r for r in (_reward(t) for t in trajectories) if r is not None]
-    stats = [f"{len(trajectories)} trajectories"]
-    if judged:
-        stats.append(f"accuracy {outcomes['correct'] / judged:.1%} of {judged} scored")
-    if rewards:
-        stats.append(f"mean reward {sum(rewards) / len(rewards):.3g}")
-    tokens = sum(t.usage.prompt_tokens + t.usage.completion_tokens for t in trajectories)
-    stats.append(f"{tokens} tokens")
-    boxes = "".join(
-        f'<label class="badge-label"><input type="checkbox" name="outcome" value="{o}" checked>'
-        f'<span class="badge {o}">{_OUTCOME_MARK[o]}</span> {o} ({outcomes[o]})</label>'
-        for o in OUTCOMES
-    )
-    return (
-        f'<header><h1>codevision trajectories</h1><p class="stats">{_e(" · ".join(stats))}</p>'
-        f'<div class="filters">{boxes}'
-        f"{_options('f-stop', 'stop reason', Counter(t.stop_reason for t in trajectories), '(none)')}"
-        f"{_options('f-source', 'benchmark', Counter(t.source for t in trajectories), '(no source)')}"
-        '<label>search <input type="search" id="f-search" placeholder="words in any text"></label>'
-        f'<span class="count"><b id="visible-count">{len(trajectories)}</b> of {len(trajectories)} shown</span>'
-        '<button type="button" id="expand-all">expand all</button>'
-        '<button type="button" id="collapse-all">collapse all</button></div></header>'
-    )
-
-
-def _failures(collection: Collection) -> str:
-    if not collection.failures:
-        return ""
-    items = "".join(
-        f"<li><code>{_e(failure.path)}</code><pre>{_e(failure.reason)}</pre></li>" for failure in collection.failures
-    )
-    return f'<section id="failures"><h2>could not load ({len(collection.failures)})</h2><ul>{items}</ul></section>'
-
-
-def render_page(collection: Collection) -> str:
-    """The whole page as a string: header with filters, failures, then one collapsible block per trajectory."""
-    script = _static("viewer.js")
-    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
-    policy = (
-        f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{digest}'; "
-        "base-uri 'none'; form-action 'none'"
-    )
-    style = _static("viewer.css") + _FORMATTER.get_style_defs(".code")
-    # Decoding, downscaling and encoding images is most of the work, and Pillow does it without the GIL.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        jobs = [
-            {r.index: pool.submit(load_embedded, item.path.parent, r.file) for r in item.trajectory.images if r.file}
-            for item in collection.loaded
-        ]
-        renderers = [_TrajectoryRenderer(item, images) for item, images in zip(collection.loaded, jobs, strict=True)]
-        # A page of one trajectory opens it; a page of many starts as a list to filter.
-        body = "".join(renderer.render(expanded=len(renderers) == 1) for renderer in renderers)
-    count = len(collection.loaded)
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta http-equiv="Content-Security-Policy" content="{_e(policy)}">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>codevision · {count} trajectories</title><style>{style}</style></head><body>"
-        f"{_header(collection)}{_failures(collection)}"
-        f'<main id="trajectories">{body}</main>'
-        '<p id="no-match" hidden>No trajectory matches the filters.</p>'
-        f"<script>{script}</script></body></html>\n"
-    )
-
-
-def write_page(collection: Collection, out: Path) -> Path:
-    """Write the page for an already collected set of trajectories; returns ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_page(collection), encoding="utf-8")
-    return out
-
-
-def write_viewer(paths: list[Path], out: Path) -> Path:
-    """Find every trajectory under ``paths`` (files or folders, any depth) and write one self-contained page.
-
-    Trajectories that cannot be loaded are listed on the page with the reason. Raises
-    :class:`NoTrajectoriesFound` when the paths hold nothing at all to show.
-    """
-    collection = collect(paths)
-    if not collection.loaded and not collection.failures:
-        raise NoTrajectoriesFound(f"no {TRAJECTORY_FILE} under {', '.join(map(str, paths))}")
-    return write_page(collection, out)
 
 
 def _lineage_note(record: ImageRecord) -> str:
