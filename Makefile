@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 ENGINE_VENV ?= .venv-transformers
 ENGINE_BIN := $(ENGINE_VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
+# The TRL release the chat renderer's TRL checks (tool loop, templates) were verified against.
+TRL_SPEC ?= trl==1.16.0
 VERL_VENV ?= .venv-verl
 VERL_BIN := $(VERL_VENV)/bin
 # verl 0.9.1 requires transformers>=5.5.3,!=5.6.0,<5.11, so it gets its own environment.
@@ -43,7 +45,7 @@ $(ENGINE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(ENGINE_VENV)
 	$(ENGINE_BIN)/python -m pip install --quiet --upgrade pip
 	$(ENGINE_BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
-	$(ENGINE_BIN)/python -m pip install --quiet -e '.[dev,transformers]' trl
+	$(ENGINE_BIN)/python -m pip install --quiet -e '.[dev,transformers]' '$(TRL_SPEC)' '$(TORCH_SPEC)'
 	@touch $@
 
 # torch is installed first and repeated in every later install so pip never swaps the CPU build.
