@@ -57,6 +57,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "empty-tasks").mkdir()
     (tmp_path / "empty-tasks" / "manifest.jsonl").write_text("")
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "empty-prompt.txt").write_text(" \n")
     (tmp_path / "run-a").mkdir()
     (tmp_path / "run-a" / "results.jsonl").write_text("")
     monkeypatch.chdir(tmp_path)
@@ -80,6 +81,9 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
         (["run", "a-file", "q", *SCRIPTED], "a-file"),
         (["run", "photo.png", "q", "-m", "scripted:nothing.json"], "nothing.json"),
         ([*RUN, "--protocol", "nosuch"], "nosuch"),
+        ([*RUN, "--system-prompt", "nothing.txt"], "nothing.txt"),
+        ([*RUN, "--system-prompt", "latin1/rows.jsonl"], "not UTF-8"),
+        ([*RUN, "--system-prompt", "empty-prompt.txt"], "empty"),
     ],
     "view": [(["view", "empty"], "empty"), (["view", "photo.png", "-o", "a-file/x.html"], "a-file")],
     "demo": [(["demo", "--out", "a-file"], "a-file"), (["demo", "--out", "broken"], "--overwrite")],

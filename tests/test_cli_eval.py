@@ -121,3 +121,20 @@ def test_eval_stops_at_once_when_the_model_is_down_and_resumes_later(tmp_path: P
     assert again.returncode in (0, 1), again.stdout + again.stderr
     records = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     assert len({r["key"] for r in records}) == 48
+
+
+def test_a_system_prompt_file_replaces_the_protocols_and_a_resume_must_keep_it(tmp_path: Path) -> None:
+    (tmp_path / "replies.json").write_text(json.dumps(["<answer>1</answer>"]))
+    (tmp_path / "prompt.txt").write_text("You are a careful reader. Answer in <answer> tags.")
+    (tmp_path / "other.txt").write_text("Another prompt.")
+    args = ["eval", "-m", "scripted:replies.json", "-b", "synthetic:2", "--protocol", "direct", "-o", "run"]
+    done = run_cli(*args, "--system-prompt", "prompt.txt", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "run" / "results.jsonl").read_text().splitlines()[0])
+    trajectory = Trajectory.load(tmp_path / "run" / record["trajectory"])
+    assert trajectory.messages[0].role == "system"
+    assert trajectory.messages[0].text == "You are a careful reader. Answer in <answer> tags."
+    changed = run_cli(*args, "--resume", "--system-prompt", "other.txt", cwd=tmp_path)
+    assert changed.returncode == 2 and "different system_prompt" in " ".join(changed.stderr.split())
+    again = run_cli(*args, "--resume", "--system-prompt", "prompt.txt", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr

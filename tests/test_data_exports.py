@@ -61,6 +61,16 @@ def test_verl_round_trip(tmp_path: Path) -> None:
         assert task.load_images()[0].tobytes() == original.load_images()[0].tobytes()
 
 
+def test_rl_prompts_carry_a_given_system_prompt(tmp_path: Path) -> None:
+    benchmark = load_benchmark("synthetic:1")
+    path = tmp_path / "rl.parquet"
+    write_verl_parquet(rl_items(benchmark, []), path, get_protocol(system_prompt="Released prompt."))
+    row = datasets.load_dataset("parquet", data_files=str(path))["train"][0]
+    assert row["prompt"][0] == {"role": "system", "content": "Released prompt."}
+    with pytest.raises(ValueError, match="empty"):
+        get_protocol(system_prompt="  ")
+
+
 def test_trl_grpo_export(tmp_path: Path) -> None:
     benchmark = load_benchmark("synthetic:2")
     path = tmp_path / "grpo.parquet"

@@ -9,6 +9,7 @@ import typer
 
 from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.cli.outputs import claim_file, claim_folder, ensure_writable
+from codevision.cli.prompts import SYSTEM_PROMPT_HELP, read_system_prompt
 from codevision.cli.render import EXIT_BAD_INPUT, EXIT_CODE_FAILED, EXIT_MODEL_UNAVAILABLE
 from codevision.data.rl import DEFAULT_AGENT_NAME, rl_items, write_trl_grpo, write_verl_parquet
 from codevision.data.sft import SFT_FORMATS, export_sft
@@ -41,6 +42,7 @@ def export_rl(
     transforms: str | None = typer.Option(None, help="Transforms, e.g. all-orientation or rotate_90,jpeg:3."),
     fmt: str = typer.Option("verl", "--format", help="verl or trl (GRPO)."),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="Protocol whose system prompt and user turn are used."),
+    system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     original: bool = typer.Option(
         True, "--original/--no-original", help="Also export the untransformed tasks (--no-original: only transformed)."
     ),
@@ -57,7 +59,7 @@ def export_rl(
     try:
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
-        proto = get_protocol(protocol)
+        proto = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
         items = list(rl_items(benchmark, chosen, base_dir=benchmark.base_dir, include_original=original, seed=seed))
         if not items:
             raise ValueError(f"{source} holds no items; check the path and the layout")
@@ -162,6 +164,7 @@ def synth_command(
     n: int = typer.Option(100, min=1, help="Items to attempt (a seeded sample of the source x transforms)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder: accepted/ and rejected/ trajectories, results, yield."),
     protocol: str = typer.Option("codevision", help="Protocol the student will be trained on."),
+    system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     resume: bool = typer.Option(False, help="Continue a run in --out; finished items are not redone."),
     concurrency: int = typer.Option(8, min=1, help="Items in flight."),
     seed: int = typer.Option(0, help="Seed of the sample and of the transforms."),
@@ -191,7 +194,9 @@ def synth_command(
     if resume and overwrite:
         raise _fail("--resume continues the run in --out and --overwrite deletes it: choose one")
     chosen_kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    prompt_text = read_system_prompt(system_prompt)
     try:
+        chosen_protocol = get_protocol(protocol, system_prompt=prompt_text)
         policy = make_policy(
             teacher,
             model_name=teacher_model,
@@ -222,7 +227,7 @@ def synth_command(
             chosen_kinds,
             teacher=policy,
             sandbox=sandbox,
-            protocol=get_protocol(protocol),
+            protocol=chosen_protocol,
             scorer=make_scorer(),
             out=out,
             concurrency=concurrency,

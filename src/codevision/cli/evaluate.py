@@ -17,6 +17,7 @@ from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.benchmarks.transformed import build_transformed
 from codevision.cli import render
 from codevision.cli.outputs import claim_folder, ensure_writable
+from codevision.cli.prompts import SYSTEM_PROMPT_HELP, prompt_digest, read_system_prompt
 from codevision.cli.sandbox import start_sandbox
 from codevision.cli.waits import wait_message
 from codevision.eval import ResultStore, RunStopped, compare, evaluate, write_report
@@ -85,6 +86,7 @@ def eval_command(
         None, help="Model name to request from a server (default: the first it lists)."
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
+    system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     benchmark: list[str] = typer.Option(
         None, "--benchmark", "-b", help="NAME:PATH, repeatable (e.g. ocrbench:data/OCRBench)."
     ),
@@ -148,6 +150,7 @@ def eval_command(
         "model": model,
         "model_name": model_name,
         "protocol": protocol,
+        "system_prompt": prompt_digest(prompt_text := read_system_prompt(system_prompt)),
         "benchmarks": list(benchmark),
         "transforms": transforms,
         "limit": limit,
@@ -166,7 +169,7 @@ def eval_command(
     previous = ResultStore.config_of(out) if resume and store_exists else None
     if previous is not None:
         previous.setdefault("scoring", ScoringOptions().as_config())  # runs from before scoring modes
-        keys = ("model", "protocol", "benchmarks", "transforms", "seed", "scoring")
+        keys = ("model", "protocol", "system_prompt", "benchmarks", "transforms", "seed", "scoring")
         changed = [k for k in keys if previous.get(k) != config[k]]
         if changed:
             raise typer.BadParameter(f"--resume with different {', '.join(changed)} than the run in {out}")
@@ -174,7 +177,7 @@ def eval_command(
         policy = make_policy(
             model, model_name=model_name, trust_remote_code=trust_remote_code, timeout=timeout, retries=retries
         )
-        chosen = get_protocol(protocol)
+        chosen = get_protocol(protocol, system_prompt=prompt_text)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     items = []

@@ -14,11 +14,13 @@ from rich.syntax import Syntax
 from codevision.agent import Limits, arun_agent
 from codevision.cli import render
 from codevision.cli.outputs import claim_folder, fresh_folder
+from codevision.cli.prompts import SYSTEM_PROMPT_HELP, read_system_prompt
 from codevision.cli.sandbox import load_image, start_sandbox
 from codevision.cli.waits import WaitSpinner
 from codevision.policies.base import Policy
 from codevision.policies.factory import make_policy
 from codevision.protocols import get_protocol
+from codevision.protocols.base import Protocol
 from codevision.protocols.registry import DEFAULT_PROTOCOL
 from codevision.task import Task
 from codevision.trajectory import Trajectory, Turn
@@ -59,8 +61,7 @@ class TurnPrinter:
             console.print(f"[bold]answer:[/] {turn.answer}", highlight=False)
 
 
-async def _run(task: Task, policy: Policy, protocol_name: str, limits: Limits, console: Console) -> Trajectory:
-    protocol = get_protocol(protocol_name)
+async def _run(task: Task, policy: Policy, protocol: Protocol, limits: Limits, console: Console) -> Trajectory:
     sandbox = start_sandbox(console) if protocol.uses_sandbox else None
     try:
         async with WaitSpinner(console, [("the model", policy)]):
@@ -81,6 +82,7 @@ def run_command(
         None, help="Model name to request from a server (default: the first it lists)."
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
+    system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
     max_turns: int = typer.Option(12, min=1, help="Assistant turns before stopping."),
     out: Path | None = typer.Option(
@@ -110,14 +112,14 @@ def run_command(
         policy = make_policy(
             model, model_name=model_name, trust_remote_code=trust_remote_code, timeout=timeout, retries=retries
         )
-        get_protocol(protocol)
+        chosen = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     # A command line in another encoding arrives with lone surrogates; read it as UTF-8, replacing what is not.
     question = os.fsencode(question).decode("utf-8", errors="replace")
     task = Task.from_images([load_image(image)], id=image.stem, question=question)
     out = claim_folder(out, overwrite=overwrite) if out is not None else fresh_folder(DEFAULT_ROOT, task.id)
-    trajectory = asyncio.run(_run(task, policy, protocol, Limits(max_turns=max_turns), console))
+    trajectory = asyncio.run(_run(task, policy, chosen, Limits(max_turns=max_turns), console))
     path = trajectory.save(out / task.id)
     console.rule("done")
     console.print(f"stop reason: {trajectory.stop_reason}; answer: {trajectory.final_answer!r}", highlight=False)

@@ -33,10 +33,18 @@ class Protocol(ABC):
 
     name: ClassVar[str]
     uses_sandbox: ClassVar[bool] = True
+    #: The protocol's own system prompt.
+    default_system_prompt: ClassVar[str]
 
-    @abstractmethod
+    def __init__(self, *, system_prompt: str | None = None) -> None:
+        """``system_prompt`` replaces the protocol's own, to reproduce a setup with its released prompt."""
+        if system_prompt is not None and not system_prompt.strip():
+            raise ValueError("the system prompt is empty")
+        self._system_prompt = system_prompt
+
     def system_prompt(self) -> str:
-        """The system message text."""
+        """The system message text: the one given to the protocol, else its own."""
+        return self._system_prompt if self._system_prompt is not None else self.default_system_prompt
 
     def initial_messages(self, question: str, image_indices: list[int]) -> list[Message]:
         """System prompt, then the user turn with the input images before the question."""

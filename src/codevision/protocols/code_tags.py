@@ -45,8 +45,7 @@ class CodeTagsProtocol(ToolProtocol):
     )
     continue_hint: ClassVar[str] = continue_instruction("write another <code> block")
 
-    def system_prompt(self) -> str:
-        return SYSTEM_PROMPT
+    default_system_prompt: ClassVar[str] = SYSTEM_PROMPT
 
     def read_call(self, block: Block) -> Action | str:
         """The block's code, run on whatever ``image`` holds unless the tag names an ``image_index``."""

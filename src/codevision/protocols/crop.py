@@ -92,8 +92,7 @@ class CropProtocol(HermesProtocol):
     )
     continue_hint: ClassVar[str] = continue_instruction(f"call {TOOL_NAME} again")
 
-    def system_prompt(self) -> str:
-        return SYSTEM_PROMPT
+    default_system_prompt: ClassVar[str] = SYSTEM_PROMPT
 
     def build_action(self, arguments: dict[str, Any], image_index: int, raw: str) -> Action | str:
         values = bbox_values(arguments.get("bbox_2d"))

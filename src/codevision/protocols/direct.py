@@ -17,8 +17,7 @@ class DirectProtocol(Protocol):
     name: ClassVar[str] = "direct"
     uses_sandbox: ClassVar[bool] = False
 
-    def system_prompt(self) -> str:
-        return SYSTEM_PROMPT
+    default_system_prompt: ClassVar[str] = SYSTEM_PROMPT
 
     def parse(self, text: str) -> ParsedTurn:
         answer = self.extract_answer(text)

@@ -15,8 +15,10 @@ PROTOCOLS: dict[str, type[Protocol]] = {
 DEFAULT_PROTOCOL = "codevision"
 
 
-def get_protocol(name: str = DEFAULT_PROTOCOL) -> Protocol:
+def get_protocol(name: str = DEFAULT_PROTOCOL, *, system_prompt: str | None = None) -> Protocol:
+    """The protocol called ``name``; ``system_prompt`` replaces its own system prompt."""
     try:
-        return PROTOCOLS[name]()
+        protocol = PROTOCOLS[name]
     except KeyError:
         raise ValueError(f"unknown protocol {name!r}; choose one of: {', '.join(sorted(PROTOCOLS))}") from None
+    return protocol(system_prompt=system_prompt)
