@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -63,3 +64,17 @@ def episode(
 ) -> Trajectory:
     """``task`` played through the real agent loop (and sandbox) by a policy that sends ``replies``."""
     return run_agent(task, ScriptedPolicy(list(replies)), sandbox, get_protocol(protocol), limits)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Chromium session for the pages' browser tests (the viewer, the report); skipped without Chromium."""
+    from tests.test_viewer import CHROMEDRIVER, CHROMIUM, INSTALL_HINT, WebDriver
+
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(f"needs Chromium and ChromeDriver ({INSTALL_HINT})")
+    driver = WebDriver(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield driver
+    finally:
+        driver.quit()

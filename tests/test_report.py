@@ -11,7 +11,6 @@ import base64
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from codevision.eval.plots import PLOT_WIDTH_PX, WIDTH_IN, bar_chart, charts, pa
 from codevision.eval.report_html import PAGE_WIDTH_PX
 from codevision.transforms.corruptions import FAMILIES
 from tests.test_cli import run_cli
-from tests.test_viewer import CHROMEDRIVER, CHROMIUM, INSTALL_HINT, WebDriver
+from tests.test_viewer import WebDriver
 
 FAMILY_NAMES = sorted(FAMILIES)[:22]
 HOSTILE = "<script>alert(1)</script>"
@@ -437,17 +436,6 @@ return {
   }),
 };
 """
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(f"needs Chromium and ChromeDriver ({INSTALL_HINT})")
-    driver = WebDriver(tmp_path_factory.mktemp("chromium-profile"))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.parametrize("window_width", [1280, 700])

@@ -16,7 +16,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -481,17 +480,6 @@ class WebDriverError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message.splitlines()[0] if message else ''}")
         self.code = code
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip(f"needs Chromium and ChromeDriver ({INSTALL_HINT})")
-    driver = WebDriver(tmp_path_factory.mktemp("chromium-profile"))
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 VISIBLE = (
