@@ -45,7 +45,7 @@ $(ENGINE_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(ENGINE_VENV)
 	$(ENGINE_BIN)/python -m pip install --quiet --upgrade pip
 	$(ENGINE_BIN)/python -m pip install --quiet '$(TORCH_SPEC)'
-	$(ENGINE_BIN)/python -m pip install --quiet -e '.[dev,transformers]' '$(TRL_SPEC)' '$(TORCH_SPEC)'
+	$(ENGINE_BIN)/python -m pip install --quiet -e '.[dev,train]' '$(TRL_SPEC)' '$(TORCH_SPEC)'
 	@touch $@
 
 # torch is installed first and repeated in every later install so pip never swaps the CPU build.
@@ -80,9 +80,11 @@ browser:
 test-core: lint browser
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-test-engine: $(ENGINE_VENV)/.installed
-	$(ENGINE_BIN)/python -m pytest -n 2 tests/test_transformers_backend.py tests/test_chat_render.py tests/test_data_trl.py \
-	  tests/test_data_stats.py
+# The SFT tests also load a trained checkpoint in verl's environment (transformers 5.10).
+test-engine: $(ENGINE_VENV)/.installed $(VERL_VENV)/.installed
+	CODEVISION_VERL_PYTHON=$(abspath $(VERL_BIN))/python $(ENGINE_BIN)/python -m pytest -n 2 \
+	  tests/test_transformers_backend.py tests/test_chat_render.py tests/test_data_trl.py tests/test_data_stats.py \
+	  tests/test_train_sft.py tests/test_tools.py
 
 # The verl export read by verl's own RLHFDataset, and the chat renderer under verl's transformers (5.10;
 # the tests that need TRL skip themselves).

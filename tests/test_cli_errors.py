@@ -58,7 +58,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "empty-tasks" / "manifest.jsonl").write_text("")
     (tmp_path / "a-file").write_text("not a folder")
     (tmp_path / "empty-prompt.txt").write_text(" \n")
+    (tmp_path / "nameless-tools.json").write_text('[{"type": "function", "function": {"description": "d"}}]')
     (tmp_path / "run-a").mkdir()
+    train = "model: tiny\ndata: [empty]\noutput_dir: {out}\n"
+    (tmp_path / "sft.yaml").write_text(train.format(out="sft-out"))
+    (tmp_path / "sft-typo.yaml").write_text(train.format(out="sft-out") + "learnig_rate: 1.0e-5\n")
+    (tmp_path / "sft-used.yaml").write_text(train.format(out="broken"))
+    (tmp_path / "sft-list.yaml").write_text("- model\n")
     (tmp_path / "run-a" / "results.jsonl").write_text("")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
@@ -84,6 +90,13 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
         ([*RUN, "--system-prompt", "nothing.txt"], "nothing.txt"),
         ([*RUN, "--system-prompt", "latin1/rows.jsonl"], "not UTF-8"),
         ([*RUN, "--system-prompt", "empty-prompt.txt"], "empty"),
+        ([*RUN, "--tools", "nothing.json"], "nothing.json"),
+        ([*RUN, "--tools", "replies.json"], "replies.json: tools[0] must be an object"),
+        ([*RUN, "--tools", "nameless-tools.json"], "tools[0].function.name is missing"),
+        ([*RUN, "--tools", "protocol", "--protocol", "direct"], "the direct protocol has no function tool"),
+        ([*RUN, "--tool-choice", "none"], "add --tools"),
+        ([*RUN, "--tools", "protocol", "--tool-choice", "required"], "--tool-choice"),
+        ([*RUN, "--tools", "protocol", "--tool-choice", "none"], "--tool-choice is sent to a server"),
     ],
     "view": [(["view", "empty"], "empty"), (["view", "photo.png", "-o", "a-file/x.html"], "a-file")],
     "demo": [(["demo", "--out", "a-file"], "a-file"), (["demo", "--out", "broken"], "--overwrite")],
@@ -113,6 +126,8 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
         ([*EVAL, "-o", "r", "--judge", dead_url], "--judge-model"),
         ([*EVAL, "-o", "r", "--resume", "--overwrite"], "--overwrite"),
         (["eval", "-b", "synthetic:2", "-o", "r"], "--model"),
+        ([*EVAL, "-o", "r", "--tools", "nameless-tools.json"], "nameless-tools.json"),
+        ([*EVAL, "-o", "r", "--tools", "protocol"], "the direct protocol has no function tool"),
     ],
     "eval report": [(["eval", "report", "empty"], "empty")],
     "eval compare": [
@@ -163,12 +178,47 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
             ["data", "synth", "--teacher", "scripted:replies.json", "--source", "tasks:empty-tasks", "-o", "s"],
             "empty-tasks",
         ),
+        (
+            [
+                "data",
+                "synth",
+                "--teacher",
+                "scripted:replies.json",
+                "--source",
+                "synthetic:2",
+                "-o",
+                "s",
+                "--tools",
+                "nameless-tools.json",
+            ],
+            "nameless-tools.json",
+        ),
     ],
     "data export rl": [
         (["data", "export", "rl", "--source", "synthetic:2", "--no-original", "-o", "x.parquet"], "--no-original"),
         (["data", "export", "rl", "--source", "synthetic:2", "--format", "nosuch", "-o", "x.parquet"], "nosuch"),
         (["data", "export", "rl", "--source", "synthetic:2", "-o", "a-file"], "--overwrite"),
         (["data", "export", "rl", "--source", "tasks:empty-tasks", "-o", "x.parquet"], "empty-tasks"),
+        (["data", "export", "rl", "--source", "synthetic:2", "-o", "x.parquet", "--tools", "x.json"], "x.json"),
+        (
+            ["data", "export", "rl", "--source", "synthetic:2", "-o", "x.parquet", "--tools", "nameless-tools.json"],
+            "tools[0].function.name is missing",
+        ),
+    ],
+    "train sft": [
+        (["train", "sft", "--config", "sft-typo.yaml"], "learnig_rate"),
+        (["train", "sft", "--config", "sft-list.yaml"], "sft-list.yaml"),
+        (["train", "sft", "--config", "sft.yaml", "batch_size=two"], "batch_size"),
+        (["train", "sft", "--config", "sft.yaml", "lora.rank=8"], "rank"),
+        (["train", "sft", "--config", "sft.yaml", "learning_rate"], "learning_rate"),
+        (["train", "sft", "--config", "sft.yaml", "overflow=cut"], "overflow"),
+        (["train", "sft", "--config", "sft-used.yaml"], "--overwrite"),
+        (["train", "sft", "--config", "sft.yaml", "--resume"], "sft-out"),
+        (["train", "sft", "--config", "sft-used.yaml", "--resume", "--overwrite"], "--resume"),
+    ],
+    "train merge": [
+        (["train", "merge", "empty", "-o", "merged"], "empty"),
+        (["train", "merge", "empty", "-o", "merged", "--dtype", "int4"], "int4"),
     ],
     "data export sft": [
         (["data", "export", "sft", "empty", "-o", "sft"], "empty"),

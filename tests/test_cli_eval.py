@@ -6,6 +6,9 @@ import json
 from pathlib import Path
 
 from codevision.benchmarks import load_benchmark
+from codevision.cli.prompts import tools_digest
+from codevision.eval.store import CONFIG_FILE
+from codevision.protocols import get_protocol
 from codevision.trajectory import Trajectory
 from tests.test_cli import run_cli
 
@@ -138,3 +141,18 @@ def test_a_system_prompt_file_replaces_the_protocols_and_a_resume_must_keep_it(t
     assert changed.returncode == 2 and "different system_prompt" in " ".join(changed.stderr.split())
     again = run_cli(*args, "--resume", "--system-prompt", "prompt.txt", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
+
+
+def test_the_tools_a_run_rendered_are_recorded_and_a_resume_must_keep_them(tmp_path: Path) -> None:
+    (tmp_path / "replies.json").write_text(json.dumps(["<answer>1</answer>"]))
+    (tmp_path / "tools.json").write_text(json.dumps(get_protocol().tool_schemas()))
+    args = ["eval", "-m", "scripted:replies.json", "-b", "synthetic:2", "-o", "run"]
+    done = run_cli(*args, "--tools", "tools.json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = json.loads((tmp_path / "run" / CONFIG_FILE).read_text())
+    assert config["tools"] == tools_digest(get_protocol().tool_schemas()) and config["tool_choice"] is None
+    again = run_cli(*args, "--resume", "--tools", "protocol", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    for other in ([], ["--tools", "tools.json", "--tool-choice", "none"]):
+        changed = run_cli(*args, "--resume", *other, cwd=tmp_path)
+        assert changed.returncode == 2 and "different tool" in " ".join(changed.stderr.split()), other

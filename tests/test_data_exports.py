@@ -86,6 +86,21 @@ def test_trl_grpo_export(tmp_path: Path) -> None:
     assert row["expected_ops"] == ["flip_h"] and row["answers"]
 
 
+def test_rl_rows_carry_given_tool_schemas_as_json_and_none_otherwise(tmp_path: Path) -> None:
+    benchmark = load_benchmark("synthetic:1")
+    tools = get_protocol("crop").tool_schemas()
+    write_verl_parquet(rl_items(benchmark, []), tmp_path / "verl.parquet", get_protocol("crop"), tools=tools)
+    write_trl_grpo(rl_items(benchmark, []), tmp_path / "grpo.parquet", get_protocol("crop"), tools=tools)
+    write_trl_grpo(rl_items(benchmark, []), tmp_path / "plain.parquet", get_protocol("crop"))
+    verl = datasets.load_dataset("parquet", data_files=str(tmp_path / "verl.parquet"))["train"][0]
+    from codevision.data.hf import load_trl_dataset
+
+    grpo = load_trl_dataset(tmp_path / "grpo.parquet")[0]
+    assert json.loads(verl["extra_info"]["tools"]) == json.loads(grpo["tools"]) == tools
+    assert grpo["tools"] == json.dumps(tools, ensure_ascii=False), "key order is kept: it is what a template renders"
+    assert "tools" not in load_trl_dataset(tmp_path / "plain.parquet").column_names
+
+
 def test_sharegpt_export_and_import(runs: Path, tmp_path: Path) -> None:
     result = export_sft([runs], tmp_path / "lf", "sharegpt")
     assert result.rows == 2 and not result.skipped

@@ -16,6 +16,7 @@ from PIL import Image
 from codevision.policies import Generation, OpenAIPolicy, PolicyError
 from codevision.policies.base import ModelUnavailableError
 from codevision.policies.fake_server import FakeOpenAIServer, FakeServerProcess, decode_data_url
+from codevision.protocols import get_protocol
 from codevision.trajectory import Message
 from tests.conftest import gradient_image
 
@@ -150,6 +151,62 @@ def test_jpeg_images_and_one_encoding_per_image_per_call(monkeypatch: pytest.Mon
     assert url.startswith("data:image/jpeg;base64,")
     received = np.asarray(decode_data_url(url), dtype=np.int16)
     assert np.abs(received - np.asarray(photo, dtype=np.int16)).mean() < 4
+
+
+# ---------------------------------------------------------------------- tool schemas
+TOOLS = get_protocol().tool_schemas()
+CALL = (
+    '<tool_call>\n{"name": "code_image_tool", "arguments": {"code": "display(image)", "image_index": 0}}\n</tool_call>'
+)
+
+
+def ask_once(policy: OpenAIPolicy) -> Generation:
+    (generation,) = run(generate_all(policy, 1))
+    return generation
+
+
+def test_tools_are_sent_only_when_given_with_tool_choice_only_when_set() -> None:
+    with FakeOpenAIServer(["a", "b"], tool_parser=True) as server:
+        ask_once(OpenAIPolicy(server.url, server.model))
+        ask_once(OpenAIPolicy(server.url, server.model, tools=TOOLS))
+        ask_once(OpenAIPolicy(server.url, server.model, tools=TOOLS, tool_choice="none"))
+    bodies = [request.body or {} for request in server.requests]
+    assert ["tools" in body for body in bodies] == [False, True, True]
+    assert [body.get("tool_choice") for body in bodies] == [None, None, "none"]
+    assert bodies[1]["tools"] == TOOLS
+
+
+def test_a_server_without_a_tool_parser_needs_tool_choice_none_and_the_error_says_so() -> None:
+    with FakeOpenAIServer([f"Look first.\n{CALL}"]) as server:
+        with pytest.raises(PolicyError, match=r"enable-auto-tool-choice.*--tool-choice none"):
+            ask_once(OpenAIPolicy(server.url, server.model, tools=TOOLS, retries=0))
+        generation = ask_once(OpenAIPolicy(server.url, server.model, tools=TOOLS, tool_choice="none"))
+    assert generation.text == f"Look first.\n{CALL}", "without a parser the reply comes back as written"
+
+
+def test_calls_a_tool_parser_took_out_are_written_back_into_the_text() -> None:
+    protocol = get_protocol()
+    reply = f"<think>The sign is upside down.</think>\n{CALL}"
+    with FakeOpenAIServer([reply], tool_parser=True) as server:
+        generation = ask_once(OpenAIPolicy(server.url, server.model, tools=TOOLS))
+    assert generation.finish_reason == "tool_calls"
+    assert generation.text == reply
+    assert protocol.parse(generation.text) == protocol.parse(reply)
+    (action,) = protocol.parse(generation.text).actions
+    assert (action.code, action.image_index) == ("display(image)", 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tools": []}, "tools is empty"),
+        ({"tool_choice": "none"}, "tool_choice needs tools"),
+        ({"tools": TOOLS, "tool_choice": "required"}, "'auto' or 'none'"),
+    ],
+)
+def test_tool_arguments_are_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        OpenAIPolicy("http://127.0.0.1:1/v1", "m", **kwargs)
 
 
 # ---------------------------------------------------------------------- failures

@@ -22,10 +22,12 @@ pytest.importorskip("transformers", reason="needs transformers (pip install 'tra
 
 from PIL import Image
 
+from codevision.chat import ChatRenderer
 from codevision.chat.messages import to_chat
 from codevision.chat.templates import template_supports_tool_role
 from codevision.policies import Generation, OpenAIPolicy, PolicyError
 from codevision.policies.transformers_local import TransformersPolicy
+from codevision.protocols import get_protocol
 from codevision.testing import TransformersServer, build_tiny_qwen_vl
 from codevision.testing.tiny_vlm import END_OF_TURN, SPECIAL_TOKENS
 from codevision.trajectory import Message
@@ -164,6 +166,41 @@ def test_cancelling_a_generation_stops_the_worker_and_frees_the_model(tiny_model
     assert after.usage.completion_tokens >= 1
 
 
+@pytest.fixture(scope="module")
+def stock_qwen3_vl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen3-VL with the stock Qwen3-VL template (TRL's copy), which renders tool schemas."""
+    trl = pytest.importorskip("trl", reason="the stock Qwen3-VL template comes from TRL's copy")
+    model = build_tiny_qwen_vl(tmp_path_factory.mktemp("stock") / "qwen3_vl", family="qwen3_vl")
+    stock = Path(trl.__file__).parent / "chat_templates" / "qwen3_vl.jinja"
+    (model / "chat_template.jinja").write_text(stock.read_text(encoding="utf-8"), encoding="utf-8")
+    return model
+
+
+async def prompt_tokens(model: Path, tools: list[dict[str, Any]] | None) -> int:
+    policy = TransformersPolicy(model, trust_remote_code=True, tools=tools)
+    try:
+        return (await policy.generate(first_turn(), images()[:1], max_tokens=1)).usage.prompt_tokens
+    finally:
+        await policy.aclose()
+
+
+def test_a_chat_template_that_ignores_tool_schemas_is_refused(tiny_model: Path) -> None:
+    with pytest.raises(PolicyError, match="does not render tool schemas"):
+        run(prompt_tokens(tiny_model, get_protocol().tool_schemas()))
+
+
+def test_tool_schemas_reach_the_prompt_of_a_template_that_renders_them(stock_qwen3_vl: Path) -> None:
+    from transformers import AutoProcessor
+
+    tools = get_protocol().tool_schemas()
+    processor = AutoProcessor.from_pretrained(stock_qwen3_vl, trust_remote_code=True)
+    rendered = ChatRenderer(processor, tools).render(first_turn(), images()[:1], add_generation_prompt=True)
+    assert json.dumps(tools[0], ensure_ascii=False) in processor.tokenizer.decode(rendered.input_ids)
+    assert (
+        run(prompt_tokens(stock_qwen3_vl, tools)) == len(rendered.input_ids) > run(prompt_tokens(stock_qwen3_vl, None))
+    )
+
+
 def test_transformers_policy_turns_a_broken_model_folder_into_a_policy_error(tmp_path: Path) -> None:
     policy = TransformersPolicy(tmp_path)
     with pytest.raises(PolicyError, match="cannot load the model"):
@@ -209,6 +246,21 @@ def test_openai_policy_against_transformers_serve(server: TransformersServer, ti
         assert reply.usage.prompt_tokens == same_model.usage.prompt_tokens
         assert reply.text == same_model.text
     assert served[1].usage.prompt_tokens > served[0].usage.prompt_tokens
+
+
+def test_transformers_serve_renders_the_tools_field_and_ignores_tool_choice(stock_qwen3_vl: Path) -> None:
+    pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
+    tools = get_protocol().tool_schemas()
+
+    async def served_prompt_tokens(server: TransformersServer, **kwargs: Any) -> int:
+        async with OpenAIPolicy(server.url, server.model_name, tool_role="tool", retries=0, **kwargs) as remote:
+            return (await remote.generate(first_turn(), images()[:1], max_tokens=1)).usage.prompt_tokens
+
+    with TransformersServer(stock_qwen3_vl) as server:
+        with_tools = run(served_prompt_tokens(server, tools=tools))
+        choice_none = run(served_prompt_tokens(server, tools=tools, tool_choice="none"))
+        without = run(served_prompt_tokens(server))
+    assert with_tools == choice_none == run(prompt_tokens(stock_qwen3_vl, tools)) > without
 
 
 def test_openai_policy_reports_the_servers_reason_for_a_bad_request(server: TransformersServer) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-from PIL import Image
+from typing import Any, TypeVar
 
 from codevision.trajectory import ImagePart, Message, TextPart
 
+#: An image, or what stands for it where only its placement matters (its size, when planning a batch).
+ImageLike = TypeVar("ImageLike")
 
-def to_chat(messages: Sequence[Message], images: Sequence[Image.Image], *, tool_role: bool) -> list[dict[str, Any]]:
-    """Messages in a processor's chat format, images as PIL objects in place.
+
+def to_chat(messages: Sequence[Message], images: Sequence[Any], *, tool_role: bool) -> list[dict[str, Any]]:
+    """Messages in a processor's chat format, images (PIL objects, or stand-ins the template never reads) in place.
 
     Without ``tool_role``, each tool message becomes a user message with its content wrapped in
     ``<tool_response>`` tags: what Qwen-style templates render for a tool turn, and exactly what
@@ -39,6 +40,6 @@ def to_chat(messages: Sequence[Message], images: Sequence[Image.Image], *, tool_
     return chat
 
 
-def shown_images(messages: Sequence[Message], images: Sequence[Image.Image]) -> list[Image.Image]:
+def shown_images(messages: Sequence[Message], images: Sequence[ImageLike]) -> list[ImageLike]:
     """The images the messages show, in the order their placeholders appear (one per image part)."""
     return [images[part.index] for message in messages for part in message.content if isinstance(part, ImagePart)]

@@ -106,6 +106,7 @@ class ChatRenderer:
         video_token = getattr(processor, "video_token", None)
         self.vision_ids = {self.image_token_id} | ({self._token_id(video_token)} if video_token else set())
         self.merge_size = int(processor.image_processor.merge_size)
+        self.patch_size = int(processor.image_processor.patch_size)
 
     def _token_id(self, token: str) -> int:
         ids = self.tokenizer.convert_tokens_to_ids([token])
@@ -130,6 +131,37 @@ class ChatRenderer:
         without it, it is a training sequence and ends with the last reply (observations after it
         are left out: no reply depends on them).
         """
+        shown = shown_images(messages, images)
+        image_inputs, pads = self._process_images(shown)
+        return self._render(messages, images, pads, sampled, add_generation_prompt, shown, image_inputs)
+
+    def render_tokens(
+        self,
+        messages: Sequence[Message],
+        sizes: Sequence[tuple[int, int]],
+        *,
+        sampled: Mapping[int, Sequence[int]] | None = None,
+    ) -> Rendered:
+        """The training sequence of ``messages`` without decoding a pixel: ids, mask and reply spans.
+
+        ``sizes[i]`` is the (width, height) of image ``i`` as the model sees it (a multiple of the
+        patch factor, as :meth:`ImageBudget.fit` makes it), which fixes its number of image pads. A
+        trainer plans its batches (lengths, truncation) with this, and runs the image processor per
+        batch; ``images`` and ``image_inputs`` of the result are empty.
+        """
+        shown = shown_images(messages, sizes)
+        return self._render(messages, sizes, [self.pads_of(size) for size in shown], sampled, False, [], {})
+
+    def _render(
+        self,
+        messages: Sequence[Message],
+        images: Sequence[Any],
+        pads: list[int],
+        sampled: Mapping[int, Sequence[int]] | None,
+        add_generation_prompt: bool,
+        shown: list[Image.Image],
+        image_inputs: dict[str, Any],
+    ) -> Rendered:
         sampled = dict(sampled or {})
         messages = list(messages)
         assistants = [i for i, message in enumerate(messages) if message.role == "assistant"]
@@ -143,8 +175,6 @@ class ChatRenderer:
         if unknown:
             raise RenderError(f"recorded ids for turns {unknown}, but there are {len(assistants)} assistant turns")
         chat = to_chat(messages, images, tool_role=self.tool_role)
-        shown = shown_images(messages, images)
-        image_inputs, pads = self._process_images(shown)
         sequence = _Sequence(self, pads)
         for turn, position in enumerate(assistants):
             prompt = self._text(chat[:position], add_generation_prompt=True)
@@ -159,7 +189,7 @@ class ChatRenderer:
             sequence.add_reply(reply, sampled=turn in sampled, close=follows and reply[-1] != self.end_of_turn_id)
         if add_generation_prompt:
             prompt = self._text(chat, add_generation_prompt=True)
-            sequence.extend_context(prompt, len(shown), "the generation prompt")
+            sequence.extend_context(prompt, len(pads), "the generation prompt")
         sequence.check_images()
         return Rendered(sequence.ids, sequence.mask, sequence.replies, shown, image_inputs)
 
@@ -202,6 +232,17 @@ class ChatRenderer:
         out = self.processor.image_processor(images=images, return_tensors="pt")
         pads = [int(grid.prod()) // self.merge_size**2 for grid in out["image_grid_thw"]]
         return dict(out), pads
+
+    def pads_of(self, size: tuple[int, int]) -> int:
+        """Image pads of an image the processor will not resize: one per merged patch."""
+        factor = self.patch_size * self.merge_size
+        width, height = size
+        if width % factor or height % factor:
+            raise RenderError(
+                f"an image of {width}x{height} is not sized for the model (sides a multiple of {factor}); "
+                "fit it with the processor's ImageBudget first"
+            )
+        return (width // factor) * (height // factor)
 
     def _check_sampled(self, turn: int, reply: list[int], reply_text: str) -> None:
         """Recorded ids must be this turn's reply: their text, and no vision tokens (they would need pixels)."""

@@ -15,6 +15,7 @@ from codevision.cli.evaluate import bench_app, eval_app
 from codevision.cli.outputs import claim_folder
 from codevision.cli.run import TurnPrinter, run_command
 from codevision.cli.sandbox import sandbox_app, start_sandbox
+from codevision.cli.train import train_app
 from codevision.cli.view import EPILOG as VIEW_EPILOG
 from codevision.cli.view import view_command
 from codevision.demo import EXAMPLES
@@ -41,6 +42,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 app.command("run")(run_command)
 app.command("view", epilog=VIEW_EPILOG)(view_command)
 

@@ -9,7 +9,14 @@ import typer
 
 from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.cli.outputs import claim_file, claim_folder, ensure_writable
-from codevision.cli.prompts import SYSTEM_PROMPT_HELP, read_system_prompt
+from codevision.cli.prompts import (
+    SYSTEM_PROMPT_HELP,
+    TOOL_CHOICE_HELP,
+    TOOLS_HELP,
+    read_system_prompt,
+    read_tool_choice,
+    read_tools,
+)
 from codevision.cli.render import EXIT_BAD_INPUT, EXIT_CODE_FAILED, EXIT_MODEL_UNAVAILABLE
 from codevision.data.rl import DEFAULT_AGENT_NAME, rl_items, write_trl_grpo, write_verl_parquet
 from codevision.data.sft import SFT_FORMATS, export_sft
@@ -43,6 +50,9 @@ def export_rl(
     fmt: str = typer.Option("verl", "--format", help="verl or trl (GRPO)."),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="Protocol whose system prompt and user turn are used."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    tools: str | None = typer.Option(
+        None, metavar="FILE", help=f"{TOOLS_HELP} Written into each row (extra_info.tools for verl, tools for TRL)."
+    ),
     original: bool = typer.Option(
         True, "--original/--no-original", help="Also export the untransformed tasks (--no-original: only transformed)."
     ),
@@ -60,6 +70,7 @@ def export_rl(
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         proto = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
+        schemas = read_tools(tools, proto)
         items = list(rl_items(benchmark, chosen, base_dir=benchmark.base_dir, include_original=original, seed=seed))
         if not items:
             raise ValueError(f"{source} holds no items; check the path and the layout")
@@ -68,9 +79,9 @@ def export_rl(
     claim_file(out, overwrite=overwrite)
     try:
         if fmt == "verl":
-            rows = write_verl_parquet(items, out, proto, split=split, agent_name=agent_name)
+            rows = write_verl_parquet(items, out, proto, split=split, agent_name=agent_name, tools=schemas)
         else:
-            rows = write_trl_grpo(items, out, proto)
+            rows = write_trl_grpo(items, out, proto, tools=schemas)
     except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{rows} rows written to {out}")
@@ -165,6 +176,8 @@ def synth_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder: accepted/ and rejected/ trajectories, results, yield."),
     protocol: str = typer.Option("codevision", help="Protocol the student will be trained on."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
+    tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     resume: bool = typer.Option(False, help="Continue a run in --out; finished items are not redone."),
     concurrency: int = typer.Option(8, min=1, help="Items in flight."),
     seed: int = typer.Option(0, help="Seed of the sample and of the transforms."),
@@ -197,6 +210,7 @@ def synth_command(
     prompt_text = read_system_prompt(system_prompt)
     try:
         chosen_protocol = get_protocol(protocol, system_prompt=prompt_text)
+        schemas = read_tools(tools, chosen_protocol)
         policy = make_policy(
             teacher,
             model_name=teacher_model,
@@ -204,6 +218,8 @@ def synth_command(
             retries=retries,
             flag="--teacher",
             name_flag="--teacher-model",
+            tools=schemas,
+            tool_choice=read_tool_choice(tool_choice, schemas),
         )
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []

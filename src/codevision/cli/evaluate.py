@@ -17,7 +17,16 @@ from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.benchmarks.transformed import build_transformed
 from codevision.cli import render
 from codevision.cli.outputs import claim_folder, ensure_writable
-from codevision.cli.prompts import SYSTEM_PROMPT_HELP, prompt_digest, read_system_prompt
+from codevision.cli.prompts import (
+    SYSTEM_PROMPT_HELP,
+    TOOL_CHOICE_HELP,
+    TOOLS_HELP,
+    prompt_digest,
+    read_system_prompt,
+    read_tool_choice,
+    read_tools,
+    tools_digest,
+)
 from codevision.cli.sandbox import start_sandbox
 from codevision.cli.waits import wait_message
 from codevision.eval import ResultStore, RunStopped, compare, evaluate, write_report
@@ -87,6 +96,8 @@ def eval_command(
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
+    tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     benchmark: list[str] = typer.Option(
         None, "--benchmark", "-b", help="NAME:PATH, repeatable (e.g. ocrbench:data/OCRBench)."
     ),
@@ -146,11 +157,20 @@ def eval_command(
         raise typer.BadParameter("--resume continues the run in --out and --overwrite deletes it: choose one")
     store_exists = (out / "results.jsonl").exists()
     console = Console()
+    prompt_text = read_system_prompt(system_prompt)
+    try:
+        chosen = get_protocol(protocol, system_prompt=prompt_text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--protocol") from exc
+    schemas = read_tools(tools, chosen)
+    chosen_tool_choice = read_tool_choice(tool_choice, schemas)
     config = {
         "model": model,
         "model_name": model_name,
         "protocol": protocol,
-        "system_prompt": prompt_digest(prompt_text := read_system_prompt(system_prompt)),
+        "system_prompt": prompt_digest(prompt_text),
+        "tools": tools_digest(schemas),
+        "tool_choice": chosen_tool_choice,
         "benchmarks": list(benchmark),
         "transforms": transforms,
         "limit": limit,
@@ -169,15 +189,30 @@ def eval_command(
     previous = ResultStore.config_of(out) if resume and store_exists else None
     if previous is not None:
         previous.setdefault("scoring", ScoringOptions().as_config())  # runs from before scoring modes
-        keys = ("model", "protocol", "system_prompt", "benchmarks", "transforms", "seed", "scoring")
+        keys = (
+            "model",
+            "protocol",
+            "system_prompt",
+            "tools",
+            "tool_choice",
+            "benchmarks",
+            "transforms",
+            "seed",
+            "scoring",
+        )
         changed = [k for k in keys if previous.get(k) != config[k]]
         if changed:
             raise typer.BadParameter(f"--resume with different {', '.join(changed)} than the run in {out}")
     try:
         policy = make_policy(
-            model, model_name=model_name, trust_remote_code=trust_remote_code, timeout=timeout, retries=retries
+            model,
+            model_name=model_name,
+            trust_remote_code=trust_remote_code,
+            timeout=timeout,
+            retries=retries,
+            tools=schemas,
+            tool_choice=chosen_tool_choice,
         )
-        chosen = get_protocol(protocol, system_prompt=prompt_text)
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     items = []

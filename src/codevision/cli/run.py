@@ -14,7 +14,14 @@ from rich.syntax import Syntax
 from codevision.agent import Limits, arun_agent
 from codevision.cli import render
 from codevision.cli.outputs import claim_folder, fresh_folder
-from codevision.cli.prompts import SYSTEM_PROMPT_HELP, read_system_prompt
+from codevision.cli.prompts import (
+    SYSTEM_PROMPT_HELP,
+    TOOL_CHOICE_HELP,
+    TOOLS_HELP,
+    read_system_prompt,
+    read_tool_choice,
+    read_tools,
+)
 from codevision.cli.sandbox import load_image, start_sandbox
 from codevision.cli.waits import WaitSpinner
 from codevision.policies.base import Policy
@@ -83,6 +90,8 @@ def run_command(
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
+    tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
     max_turns: int = typer.Option(12, min=1, help="Assistant turns before stopping."),
     out: Path | None = typer.Option(
@@ -109,10 +118,17 @@ def run_command(
     """
     console = Console()
     try:
-        policy = make_policy(
-            model, model_name=model_name, trust_remote_code=trust_remote_code, timeout=timeout, retries=retries
-        )
         chosen = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
+        schemas = read_tools(tools, chosen)
+        policy = make_policy(
+            model,
+            model_name=model_name,
+            trust_remote_code=trust_remote_code,
+            timeout=timeout,
+            retries=retries,
+            tools=schemas,
+            tool_choice=read_tool_choice(tool_choice, schemas),
+        )
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     # A command line in another encoding arrives with lone surrogates; read it as UTF-8, replacing what is not.

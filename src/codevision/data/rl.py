@@ -13,11 +13,19 @@ dataset_name, index, question, split, transform}``, plus ``answers``, ``expected
 agent loop from that column). ``transform`` uses CodeVision's names (``rotate_D`` counter-clockwise,
 ``flip_horizontal``, ``flip_vertical``, ``crop`` when the answer region matters), which the ``verl``
 benchmark loader reads back; ids are written so that loading the file gives the exported ids.
+
+Tool schemas given to an export (``--tools``) are written into each row as a JSON string:
+``extra_info.tools`` (verl) and ``tools`` (TRL, the column TRL's SFT trainer reads). Neither RL
+trainer renders a prompt's tools from its row, though: verl renders those of the tools its rollout
+config names, TRL's GRPO trainer the schemas it derives from its environment's methods
+(see :func:`codevision.chat.tools.method_from_schema` and docs/data.md). The row records what
+evaluation rendered, for an agent loop or environment to check or use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,14 @@ def codevision_transform(task: Task) -> list[str]:
     return names + [_CODEVISION_NAMES.get(record.name, record.name) for record in task.transforms]
 
 
+Tools = Sequence[Mapping[str, Any]] | None
+
+
+def tools_json(tools: Tools) -> str | None:
+    """The schemas as the JSON string a row carries (key order kept: it is the order a template renders)."""
+    return json.dumps([dict(tool) for tool in tools], ensure_ascii=False) if tools else None
+
+
 def _split_id(task_id: str, source: str) -> tuple[str | None, str]:
     """``(dataset_name, index)`` such that the verl loader's ``{dataset_name}-{index}`` is ``task_id`` again."""
     prefix = f"{source}-"
@@ -74,8 +90,10 @@ def verl_row(
     split: str = "train",
     agent_name: str = DEFAULT_AGENT_NAME,
     single_box: bool = True,
+    tools: Tools = None,
 ) -> dict[str, Any]:
-    """One verl row. ``single_box`` writes ``bbox`` as one box (CodeVision's shape) rather than a list."""
+    """One verl row. ``single_box`` writes ``bbox`` as one box (CodeVision's shape) rather than a list;
+    ``tools`` go into ``extra_info.tools`` when given."""
     task = item.task
     if not task.answers:
         raise ValueError(f"task {task.id!r} has no answer; an RL item needs one for the reward")
@@ -85,27 +103,30 @@ def verl_row(
     source = task.source or "codevision"
     dataset_name, index = _split_id(row_id, source)
     boxes = [list(box) for box in task.bboxes]
+    extra_info = {
+        "index": index,
+        "dataset_name": dataset_name,
+        "split": split,
+        "question": task.question,
+        "answer": task.answers[0],
+        "answers": list(task.answers),
+        "bbox": (boxes[0] if boxes else None) if single_box else boxes,
+        "transform": codevision_transform(task),
+        "expected_ops": list(task.expected_ops),
+        "applied_transform": item.transform,
+        "source_task": item.base_id or task.id,
+        "task_id": row_id,
+        "agent_name": agent_name,
+    }
+    if tools:
+        extra_info["tools"] = tools_json(tools)
     return {
         "data_source": source,
         "prompt": [{"role": m.role, "content": placeholder_text(m)} for m in messages],
         "images": [{"bytes": png_bytes(image), "path": None} for image in images],
         "reward_model": {"style": "rule", "ground_truth": task.answers[0]},
         "agent_name": agent_name,
-        "extra_info": {
-            "index": index,
-            "dataset_name": dataset_name,
-            "split": split,
-            "question": task.question,
-            "answer": task.answers[0],
-            "answers": list(task.answers),
-            "bbox": (boxes[0] if boxes else None) if single_box else boxes,
-            "transform": codevision_transform(task),
-            "expected_ops": list(task.expected_ops),
-            "applied_transform": item.transform,
-            "source_task": item.base_id or task.id,
-            "task_id": row_id,
-            "agent_name": agent_name,
-        },
+        "extra_info": extra_info,
     }
 
 
@@ -116,6 +137,7 @@ def write_verl_parquet(
     *,
     split: str = "train",
     agent_name: str = DEFAULT_AGENT_NAME,
+    tools: Tools = None,
 ) -> int:
     """Write a verl RL parquet file; returns the number of rows.
 
@@ -123,7 +145,10 @@ def write_verl_parquet(
     """
     items = list(items)
     single_box = all(len(item.task.bboxes) <= 1 for item in items)
-    rows = [verl_row(item, protocol, split=split, agent_name=agent_name, single_box=single_box) for item in items]
+    rows = [
+        verl_row(item, protocol, split=split, agent_name=agent_name, single_box=single_box, tools=tools)
+        for item in items
+    ]
     _check_unique([row["extra_info"]["task_id"] for row in rows])
     table = pa.Table.from_pylist(rows)
     table = table.set_column(
@@ -142,8 +167,9 @@ def _check_unique(ids: list[str]) -> None:
         seen.add(row_id)
 
 
-def trl_grpo_row(item: EvalItem, protocol: Protocol) -> dict[str, Any]:
-    """One TRL GRPO row: a conversational ``prompt``, ``images`` and the reward's columns.
+def trl_grpo_row(item: EvalItem, protocol: Protocol, tools: Tools = None) -> dict[str, Any]:
+    """One TRL GRPO row: a conversational ``prompt``, ``images`` and the reward's columns (and ``tools``, a
+    JSON string, when given).
 
     Image parts are ``{"type": "image"}`` placeholders that TRL fills, in order, from ``images``.
     """
@@ -162,7 +188,7 @@ def trl_grpo_row(item: EvalItem, protocol: Protocol) -> dict[str, Any]:
         }
         for m in messages
     ]
-    return {
+    row = {
         "prompt": prompt,
         "images": images,
         "answers": list(task.answers),
@@ -172,12 +198,17 @@ def trl_grpo_row(item: EvalItem, protocol: Protocol) -> dict[str, Any]:
         "transform": item.transform,
         "task_id": item_id(item),
     }
+    if tools:
+        row["tools"] = tools_json(tools)
+    return row
 
 
-def grpo_features() -> Any:
-    """The Hugging Face features of the GRPO dataset (images as ``Image()`` so they decode to PIL)."""
+def grpo_features(*, tools: bool = False) -> Any:
+    """The Hugging Face features of the GRPO dataset (images as ``Image()`` so they decode to PIL), with the
+    ``tools`` column when the rows carry one."""
     from datasets import Features, Image, List, Value
 
+    columns = {"tools": Value("string")} if tools else {}
     return Features(
         {
             "prompt": List(
@@ -190,17 +221,19 @@ def grpo_features() -> Any:
             "source": Value("string"),
             "transform": Value("string"),
             "task_id": Value("string"),
+            **columns,
         }
     )
 
 
-def write_trl_grpo(items: Iterable[EvalItem], path: str | Path, protocol: Protocol) -> int:
+def write_trl_grpo(items: Iterable[EvalItem], path: str | Path, protocol: Protocol, *, tools: Tools = None) -> int:
     """Write the TRL GRPO dataset as parquet (with its features, so ``datasets`` decodes the images)."""
     from codevision.data.hf import require_datasets
 
     datasets = require_datasets()
-    rows = [trl_grpo_row(item, protocol) for item in items]
+    rows = [trl_grpo_row(item, protocol, tools) for item in items]
     _check_unique([row["task_id"] for row in rows])
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    datasets.Dataset.from_list(rows, features=grpo_features()).to_parquet(str(path))
+    features = grpo_features(tools=bool(tools))
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
     return len(rows)

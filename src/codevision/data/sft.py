@@ -327,17 +327,60 @@ def _row_messages(row: dict[str, Any], where: str) -> tuple[list[tuple[str, str]
     return pairs, system
 
 
-def _load_image(value: Any, base: Path, where: str) -> Image.Image:
+#: An image of an imported row: a file path (resolved against the row file's folder) or encoded bytes.
+ImageSource = Path | bytes
+
+
+def image_source(value: Any, base: Path, where: str) -> ImageSource:
+    """Where an imported row's image is, checked without decoding it (a training run reads it per batch)."""
     if isinstance(value, dict):
         value = value.get("bytes") or value.get("path")
     if isinstance(value, bytes):
-        return open_image(value)
+        return value
     if isinstance(value, str):
         path = Path(value) if Path(value).is_absolute() else base / value
         if not path.exists():
             raise FileNotFoundError(f"{where}: image {path} does not exist")
-        return open_image(path.read_bytes())
+        return path
     raise ValueError(f"{where}: expected an image path or bytes, got {type(value).__name__}")
+
+
+def read_image(source: ImageSource) -> Image.Image:
+    """The decoded image of an :data:`ImageSource`."""
+    return open_image(source if isinstance(source, bytes) else source.read_bytes())
+
+
+@dataclass
+class ImportedRow:
+    """One sharegpt or ``messages`` row as codevision messages; ``images[i]`` is the i-th ``<image>``."""
+
+    id: str
+    where: str
+    messages: list[Message]
+    images: list[ImageSource]
+
+
+def read_rows(path: str | Path) -> Iterator[ImportedRow]:
+    """The rows of a sharegpt (CodeVision-SFT) or ``messages`` JSON/JSONL file, images not yet decoded."""
+    path = Path(path)
+    rows = read_json(path) if path.suffix == ".json" else read_jsonl(path)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a list of rows")
+    for number, row in enumerate(rows):
+        where = f"{path}, row {number}"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected an object with 'conversations' or 'messages'")
+        pairs, system = _row_messages(row, where)
+        image_values = row.get("images") or []
+        if not isinstance(image_values, list):
+            raise ValueError(f"{where}: 'images' must be a list")
+        order = iter(range(len(image_values)))
+        messages = [Message.of("system", system)] if system else []
+        messages += [_message(role, content, order, where) for role, content in pairs]
+        if next(order, None) is not None:
+            raise ValueError(f"{where}: more images than <image> placeholders")
+        images = [image_source(value, path.parent, where) for value in image_values]
+        yield ImportedRow(str(row.get("id", f"{path.stem}-{number}")), where, messages, images)
 
 
 def _message(role: str, text: str, images: Iterator[int], where: str) -> Message:
@@ -360,34 +403,24 @@ def import_sharegpt(path: str | Path, *, protocol: str = "codevision") -> Iterat
     image. Images up to the first assistant turn are inputs, later ones tool outputs. Each
     assistant turn is parsed with ``protocol`` for its actions and answer.
     """
-    path = Path(path)
-    rows = read_json(path) if path.suffix == ".json" else read_jsonl(path)
     parser = get_protocol(protocol)
-    for number, row in enumerate(rows):
-        where = f"{path}, row {number}"
-        pairs, system = _row_messages(row, where)
-        trajectory = Trajectory(task_id=str(row.get("id", f"{path.stem}-{number}")), protocol=protocol)
-        image_values = row.get("images") or []
-        order = iter(range(len(image_values)))
+    for row in read_rows(path):
+        trajectory = Trajectory(task_id=row.id, protocol=protocol)
         turn: Turn | None = None
-        if system:
-            trajectory.messages.append(Message.of("system", system))
-        for role, content in pairs:
-            message = _message(role, content, order, where)
+        for message in row.messages:
             for index in message.image_indices:
                 origin = "input" if turn is None else "tool"
-                image = _load_image(image_values[index], path.parent, where)
-                trajectory.add_image(image, origin, None if turn is None else turn.index)
-            if role == "assistant":
-                parsed = parser.parse(content)
-                turn = Turn(index=len(trajectory.turns), text=content, actions=parsed.actions, answer=parsed.answer)
+                trajectory.add_image(read_image(row.images[index]), origin, None if turn is None else turn.index)
+            if message.role == "assistant":
+                parsed = parser.parse(message.text)
+                turn = Turn(
+                    index=len(trajectory.turns), text=message.text, actions=parsed.actions, answer=parsed.answer
+                )
                 trajectory.turns.append(turn)
             elif turn is None:
                 trajectory.messages.append(message)
             else:
                 turn.observation.append(message)
-        if next(order, None) is not None:
-            raise ValueError(f"{where}: more images than <image> placeholders")
         users = [m for m in trajectory.messages if m.role == "user"]
         trajectory.question = users[0].text.strip() if users else ""
         answers = [t.answer for t in trajectory.turns if t.answer is not None]

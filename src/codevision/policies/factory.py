@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from codevision.policies.base import Policy
 from codevision.policies.scripted import ScriptedPolicy
+
+if TYPE_CHECKING:
+    from codevision.policies.openai import ToolChoice
 
 SCRIPTED_PREFIX = "scripted:"
 
@@ -36,16 +41,23 @@ def make_policy(
     retries: int = 5,
     flag: str = "--model",
     name_flag: str = "--model-name",
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    tool_choice: ToolChoice | None = None,
 ) -> Policy:
     """``http(s)://…`` an OpenAI-compatible server (``timeout`` per wait, ``retries`` after the first attempt),
     ``scripted:FILE`` a JSON list of replies, anything else a local model folder for transformers
-    (``trust_remote_code`` runs the folder's own code). Errors name ``flag``, the option that gave ``spec``, and
-    ``name_flag``, the one that names the served model."""
+    (``trust_remote_code`` runs the folder's own code). ``tools`` are rendered in the prompt (scripted replies
+    see no prompt); ``tool_choice`` is sent to a server only. Errors name ``flag``, the option that gave
+    ``spec``, and ``name_flag``, the one that names the served model."""
     if spec.startswith(("http://", "https://")):
         from codevision.policies.openai import OpenAIPolicy
 
         name = model_name or served_model(spec, timeout=min(timeout, 10.0), flag=name_flag)
-        return OpenAIPolicy(spec, name, temperature=temperature, timeout=timeout, retries=retries)
+        return OpenAIPolicy(
+            spec, name, temperature=temperature, timeout=timeout, retries=retries, tools=tools, tool_choice=tool_choice
+        )
+    if tool_choice is not None:
+        raise ValueError(f"--tool-choice is sent to a server; {flag} {spec!r} is not one (http://…)")
     if spec.startswith(SCRIPTED_PREFIX):
         path = Path(spec[len(SCRIPTED_PREFIX) :])
         try:
@@ -58,5 +70,5 @@ def make_policy(
     if Path(spec).is_dir():
         from codevision.policies.transformers_local import TransformersPolicy
 
-        return TransformersPolicy(spec, temperature=temperature, trust_remote_code=trust_remote_code)
+        return TransformersPolicy(spec, temperature=temperature, trust_remote_code=trust_remote_code, tools=tools)
     raise ValueError(f"{flag} {spec!r} is neither a server URL (http://…), a model folder, nor scripted:FILE")

@@ -58,6 +58,7 @@ Fault = int | Literal["drop", "malformed", "stall"]
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 _DATA_URL = re.compile(r"data:image/[A-Za-z0-9.+-]+;base64,(?P<data>.*)", re.DOTALL)
 _WORD = re.compile(r"\S+")
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>|<tool_call>(.*)", re.DOTALL)
 _PATCH = 28
 
 
@@ -143,6 +144,12 @@ class FakeOpenAIServer:
     Like OpenAI's API, a ``tool`` message that answers no assistant ``tool_calls`` is refused
     (HTTP 400) unless ``reject_orphan_tool_messages=False``. ``record=False`` keeps no requests,
     for long benchmarks.
+
+    ``tools`` and ``tool_choice`` are checked as vLLM checks them: with tools, a missing
+    ``tool_choice`` means ``"auto"``, which is refused unless ``tool_parser``; with
+    ``tool_parser`` and ``"auto"``, the reply's ``<tool_call>`` blocks are taken out of the content
+    into ``tool_calls`` the way vLLM's hermes parser does (the content keeps the text before the
+    first call).
     """
 
     def __init__(
@@ -159,9 +166,11 @@ class FakeOpenAIServer:
         retry_after: float | None = None,
         stall_seconds: float = 30.0,
         reject_orphan_tool_messages: bool = True,
+        tool_parser: bool = False,
         record: bool = True,
     ) -> None:
         self.script = script
+        self.tool_parser = tool_parser
         self.model = model
         self.delay = delay
         self.seconds_per_token = seconds_per_token
@@ -236,6 +245,7 @@ class FakeOpenAIServer:
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise RequestError(400, f"max_tokens must be a positive integer, got {max_tokens!r}")
+        parse_calls = self._tool_choice(body) == "auto"
         text = self._reply(body, messages)
         words = list(_WORD.finditer(text))
         finish_reason = "stop"
@@ -246,12 +256,10 @@ class FakeOpenAIServer:
             wait = self.delay + self.seconds_per_token * len(words)
             if wait > 0:
                 self._closed.wait(wait)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish_reason,
-            "logprobs": None,
-        }
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if parse_calls:
+            message, finish_reason = _hermes_tool_calls(text, finish_reason)
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
         if body.get("return_token_ids"):
             choice["token_ids"] = [zlib.crc32(word.group().encode()) % 32000 for word in words]
         return {
@@ -296,6 +304,29 @@ class FakeOpenAIServer:
                 patches += self._validate_part(part, f"messages[{number}].content[{index}]")
         return messages, patches
 
+    def _tool_choice(self, body: dict[str, Any]) -> str:
+        """The request's effective tool_choice, refusing what vLLM refuses (without a parser, ``auto``)."""
+        tools = body.get("tools")
+        if tools is not None:
+            if not isinstance(tools, list) or not tools:
+                raise RequestError(400, "`tools` must be a non-empty array of tools, or left out")
+            for number, tool in enumerate(tools):
+                function = tool.get("function") if isinstance(tool, dict) else None
+                if not isinstance(function, dict) or tool.get("type") != "function" or "name" not in function:
+                    raise RequestError(
+                        400, f"tools[{number}] must be {{'type': 'function', 'function': {{'name': ...}}}}"
+                    )
+        choice = body.get("tool_choice", "auto" if tools else "none")
+        if choice not in ("auto", "none"):
+            raise RequestError(400, f"Invalid value for `tool_choice`: {choice!r}")
+        if choice == "auto" and "tool_choice" in body and not tools:
+            raise RequestError(400, "When using `tool_choice`, `tools` must be set.")
+        if choice == "auto" and tools and not self.tool_parser:
+            raise RequestError(
+                400, '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+            )
+        return choice if tools else "none"
+
     def _validate_part(self, part: Any, where: str) -> int:
         """Checks one content part; returns its image patches (28×28, as Qwen2.5-VL counts them)."""
         kind = part.get("type") if isinstance(part, dict) else None
@@ -324,6 +355,27 @@ class FakeOpenAIServer:
                 400, f"the script has {len(self.script)} replies and the conversation asked for reply {turn + 1}"
             )
         return self.script[turn]
+
+
+def _hermes_tool_calls(text: str, finish_reason: str) -> tuple[dict[str, Any], str]:
+    """The assistant message and finish reason vLLM's hermes parser makes of ``text``: calls out, the text
+    before the first one kept; all-or-nothing, so one unreadable call leaves the text as it is."""
+    if "<tool_call>" not in text:
+        return {"role": "assistant", "content": text}, finish_reason
+    try:
+        calls = [json.loads(closed or open_) for closed, open_ in _TOOL_CALL.findall(text)]
+        tool_calls = [
+            {
+                "id": f"call-{number}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"], ensure_ascii=False)},
+            }
+            for number, call in enumerate(calls)
+        ]
+    except (ValueError, KeyError, TypeError):
+        return {"role": "assistant", "content": text}, finish_reason
+    content = text[: text.find("<tool_call>")] or None
+    return {"role": "assistant", "content": content, "tool_calls": tool_calls}, "tool_calls"
 
 
 def _count_words(messages: list[dict[str, Any]]) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
 import io
 import json
@@ -28,6 +29,7 @@ from codevision.trajectory import ImagePart, Message, TextPart, Usage
 
 ImageFormat = Literal["png", "jpeg"]
 ToolRole = Literal["user", "tool"]
+ToolChoice = Literal["auto", "none"]
 
 #: Client-error statuses worth another try (overloaded, timed out); every 5xx is retried too.
 _RETRY_STATUSES = frozenset({408, 429})
@@ -54,6 +56,15 @@ class OpenAIPolicy(Policy):
     ``tool`` message that answers no tool call, and servers started without a tool parser never
     produce tool calls at all. The wrapper is what Qwen-style chat templates render for a tool
     turn, so the model still sees the format it was trained on.
+
+    ``tools`` (function schemas) are sent as the request's ``tools`` field, so the server's chat
+    template renders them; by default none are sent, since the protocol's system prompt describes
+    its tool. ``tool_choice`` is sent only when given: servers read a request with tools and no
+    ``tool_choice`` as ``"auto"``, which vLLM refuses unless it runs a tool parser; ``"none"``
+    makes vLLM render the schemas and return the text as written, but makes SGLang leave them out
+    (docs/chat.md). A server that parses tool calls out of the reply returns them as
+    ``message.tool_calls``; they are written back into the text as the ``<tool_call>`` blocks the
+    model wrote (exactly, up to JSON spacing and escapes), so the protocol reads them as usual.
 
     ``timeout`` bounds each wait on a server, so it must cover the longest generation; connecting
     gives up after at most 10 s so that fail-over is quick. ``retries`` counts extra attempts after
@@ -96,6 +107,8 @@ class OpenAIPolicy(Policy):
         seed: int | None = None,
         extra_body: Mapping[str, Any] | None = None,
         tool_role: ToolRole = "user",
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
         breaker: int | None = 8,
     ) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
@@ -114,6 +127,14 @@ class OpenAIPolicy(Policy):
             raise ValueError(f"tool_role must be 'user' or 'tool', not {tool_role!r}")
         if breaker is not None and breaker < 1:
             raise ValueError(f"breaker must be at least 1 (or None to turn it off), not {breaker}")
+        if tools is not None and not tools:
+            raise ValueError("tools is empty, which servers refuse; pass None to send no tool schemas")
+        if tool_choice not in (None, "auto", "none"):
+            raise ValueError(f"tool_choice must be 'auto' or 'none' (or None to leave it out), not {tool_choice!r}")
+        if tool_choice is not None and tools is None:
+            raise ValueError("tool_choice needs tools: servers refuse a tool_choice without tool schemas")
+        self.tools = [dict(tool) for tool in tools] if tools is not None else None
+        self.tool_choice: ToolChoice | None = tool_choice
         self.breaker = breaker
         self._failed_in_a_row = 0
         self._last_failure = ""
@@ -165,6 +186,10 @@ class OpenAIPolicy(Policy):
             body["top_p"] = self.top_p
         if self.seed is not None:
             body["seed"] = self.seed
+        if self.tools is not None:
+            body["tools"] = self.tools
+        if self.tool_choice is not None:
+            body["tool_choice"] = self.tool_choice
         body.update(self.extra_body)
         data, url = await self._post(body)
         generation = self._parse(data, url)
@@ -348,6 +373,11 @@ class OpenAIPolicy(Policy):
             return f"{message} (check api_key or OPENAI_API_KEY)"
         if response.status_code == 404:
             return f"{message} (check that the base URL ends in /v1 and that GET /v1/models lists the model)"
+        if "enable-auto-tool-choice" in message:
+            return (
+                f"{message} (vLLM renders tool schemas without a tool parser when the request sets tool_choice "
+                "'none', which also keeps the reply as the model wrote it: pass --tool-choice none)"
+            )
         return message
 
     def _parse(self, data: Any, url: str) -> Generation:
@@ -358,14 +388,12 @@ class OpenAIPolicy(Policy):
             raise PolicyError(f"{url} answered model {self.model!r} without choices[0].message: {data!r:.300}") from exc
         if not isinstance(choice, dict) or not isinstance(message, dict):
             raise PolicyError(f"{url} answered model {self.model!r} with a malformed choice: {choice!r:.300}")
-        text = message.get("content")
-        if text is None:
-            if message.get("tool_calls"):
-                raise PolicyError(
-                    f"{url} returned tool_calls instead of text for model {self.model!r}; "
-                    "start the server without a tool-call parser so actions stay in the text"
-                )
-            text = ""
+        text = message.get("content") or ""
+        if message.get("tool_calls"):
+            try:
+                text = with_tool_calls(text, message["tool_calls"])
+            except ValueError as exc:
+                raise PolicyError(f"{url} answered model {self.model!r} with unreadable tool_calls: {exc}") from exc
         usage = data.get("usage") or {}
         token_ids = choice.get("token_ids")
         return Generation(
@@ -376,6 +404,35 @@ class OpenAIPolicy(Policy):
             finish_reason=choice.get("finish_reason"),
             token_ids=list(token_ids) if isinstance(token_ids, list) else None,
         )
+
+
+def with_tool_calls(content: str, tool_calls: Any) -> str:
+    """The text the model wrote, from a reply whose tool calls a server's parser took out of it.
+
+    Each call becomes a Qwen/Hermes block (``<tool_call>``, newline, ``{"name": ..., "arguments":
+    {...}}``, newline, ``</tool_call>``) after the content: vLLM's hermes parser keeps the text before
+    the first call, ``transformers serve`` the text around the calls. The JSON is re-serialised, so
+    spacing and escapes may differ from what was sampled, and text the server dropped (after the last
+    call, for vLLM) is lost. A server without a tool parser returns the reply unchanged (docs/chat.md).
+    """
+    if not isinstance(tool_calls, list):
+        raise ValueError(f"tool_calls must be a list, not {tool_calls!r:.100}")
+    blocks = [f"<tool_call>\n{_call_json(call, number)}\n</tool_call>" for number, call in enumerate(tool_calls)]
+    separator = "\n" if content and not content[-1].isspace() else ""
+    return content + separator + "\n".join(blocks)
+
+
+def _call_json(call: Any, number: int) -> str:
+    """One tool call as the JSON object the model wrote: arguments decoded when they are a JSON string."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise ValueError(f"tool_calls[{number}] has no function name: {call!r:.200}")
+    arguments = function.get("arguments", {})
+    if isinstance(arguments, str):
+        # Left a string when it is not JSON: the protocol then tells the model its arguments are invalid.
+        with contextlib.suppress(json.JSONDecodeError):
+            arguments = json.loads(arguments)
+    return json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
 
 
 def _normalise_base_url(url: str) -> str:

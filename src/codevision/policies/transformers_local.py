@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from PIL import Image
 
 from codevision.chat import ChatRenderer, ImageBudget, sampled_ids
+from codevision.chat.tools import template_renders_tools
 from codevision.policies.base import Generation, Policy, PolicyError
 from codevision.trajectory import Message, Usage
 
@@ -61,10 +62,13 @@ class TransformersPolicy(Policy):
     - ``temperature``: 0 is greedy decoding; above 0 samples (the model's own top-p/top-k apply).
     - ``seed``: reseeds torch before every generation, so the same prompt gives the same reply.
     - ``trust_remote_code``: allow a processor or model class defined by code in the model folder.
+    - ``tools``: function schemas for the chat template to render (by default none: the protocol's
+      system prompt describes its tools). A template that ignores them is an error, not a prompt
+      silently without them.
 
     The chat template is the one :func:`~codevision.chat.chat_template_for` picks: the checkpoint's
     own when it renders tool turns, codevision's shipped Qwen-VL template for Qwen2.5-VL's, which
-    cannot. No tool schema is rendered: the protocol's system prompt describes its tools.
+    cannot (and which renders no tool schemas).
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class TransformersPolicy(Policy):
         temperature: float = 0.0,
         seed: int | None = None,
         trust_remote_code: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -89,6 +94,7 @@ class TransformersPolicy(Policy):
         self.temperature = temperature
         self.seed = seed
         self.trust_remote_code = trust_remote_code
+        self.tools = [dict(tool) for tool in tools] if tools else None
         self._processor: Any | None = None
         self._loaded: _Loaded | None = None
         self._lock = asyncio.Lock()
@@ -141,9 +147,15 @@ class TransformersPolicy(Policy):
         _, transformers = _import_engine()
         processor = self._load_processor()
         try:
-            renderer = ChatRenderer(processor)
+            renderer = ChatRenderer(processor, self.tools)
         except ValueError as exc:
             raise PolicyError(f"cannot render prompts for {self.model_path!r}: {exc}") from exc
+        if self.tools and not template_renders_tools(processor, renderer.chat_template, self.tools):
+            raise PolicyError(
+                f"the chat template used for {self.model_path!r} does not render tool schemas (codevision's "
+                "shipped Qwen-VL template, used for Qwen2.5-VL, leaves them out); drop the tools, or save a "
+                "template that renders both tool schemas and tool turns as the checkpoint's chat_template.jinja"
+            )
         try:
             model = transformers.AutoModelForImageTextToText.from_pretrained(
                 self.model_path,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from codevision.protocols.answers import extract_answer
 from codevision.trajectory import Action, Message, ToolOutcome
@@ -60,6 +60,15 @@ class Protocol(ABC):
 
     def extract_answer(self, text: str) -> str | None:
         return extract_answer(text)
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """The protocol's tools as OpenAI-style function schemas, for a chat template or server that renders them.
+
+        Empty for a protocol without function tools. Nothing renders them by default: the system prompt
+        describes the tool, as in CodeVision's released data; they are rendered only when a run asks for
+        them (``--tools protocol``). Each call returns fresh dicts, so callers may change them.
+        """
+        return []
 
 
 def truncate(text: str, limit: int = MAX_OBSERVATION_CHARS) -> str:

@@ -43,6 +43,15 @@ class CodeVisionProtocol(HermesProtocol):
         "Or, if you are done, give the final answer in <answer></answer>."
     )
     continue_hint: ClassVar[str] = continue_instruction(f"call {TOOL_NAME} again")
+    tool_description: ClassVar[str] = (
+        "Run Python code on the images in a session that keeps its variables from call to call. `image` is the "
+        "image numbered image_index (a PIL image) and `images` the list of input images; display(x) returns an "
+        "image and print(...) returns text."
+    )
+    tool_arguments: ClassVar[dict[str, dict[str, Any]]] = {
+        "code": {"type": "string", "description": "The Python code to run."}
+    }
+    required_arguments: ClassVar[tuple[str, ...]] = ("code",)
 
     default_system_prompt: ClassVar[str] = SYSTEM_PROMPT
 

@@ -91,6 +91,16 @@ class CropProtocol(HermesProtocol):
         "<answer></answer>."
     )
     continue_hint: ClassVar[str] = continue_instruction(f"call {TOOL_NAME} again")
+    tool_description: ClassVar[str] = "Return the region of an image inside a bounding box as a new image."
+    tool_arguments: ClassVar[dict[str, dict[str, Any]]] = {
+        "bbox_2d": {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "Four numbers [x1, y1, x2, y2]: the top-left and bottom-right corners in pixels of the "
+            "image, or fractions of its width and height when all four are between 0 and 1.",
+        }
+    }
+    required_arguments: ClassVar[tuple[str, ...]] = ("bbox_2d",)
 
     default_system_prompt: ClassVar[str] = SYSTEM_PROMPT
 

@@ -9,6 +9,7 @@ rest into short issues addressed to the model, so that a bad reply costs one tur
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import math
 import re
@@ -30,6 +31,12 @@ _BAD_ESCAPE = re.compile(r'\\(?![\\"/bfnrt]|u[0-9a-fA-F]{4})')
 _ATTRIBUTE = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""")
 _DECODER = json.JSONDecoder(strict=False)
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+#: The ``image_index`` argument every Hermes tool reads (see :func:`parse_image_index`), as a JSON schema.
+IMAGE_INDEX_ARGUMENT: dict[str, Any] = {
+    "type": "integer",
+    "description": "The number of the image to use: the input images come first, then each image the tool "
+    "returned (0 if omitted).",
+}
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,20 @@ class HermesProtocol(ToolProtocol):
     tool_name: ClassVar[str]
     #: The call written out with placeholder arguments, shown whenever a call cannot be read.
     call_shape: ClassVar[str]
+    #: What the tool does, for its function schema.
+    tool_description: ClassVar[str]
+    #: The JSON schemas of the arguments :meth:`build_action` reads; ``image_index`` is added to them.
+    tool_arguments: ClassVar[dict[str, dict[str, Any]]]
+    #: The arguments a call cannot do without.
+    required_arguments: ClassVar[tuple[str, ...]]
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        """The one tool as a function schema, keys in the order transformers' ``get_json_schema`` writes them,
+        so a trainer that derives the schema from a Python method renders the same text."""
+        properties = {**copy.deepcopy(self.tool_arguments), "image_index": dict(IMAGE_INDEX_ARGUMENT)}
+        parameters = {"type": "object", "properties": properties, "required": list(self.required_arguments)}
+        function = {"name": self.tool_name, "description": self.tool_description, "parameters": parameters}
+        return [{"type": "function", "function": function}]
 
     @abstractmethod
     def build_action(self, arguments: dict[str, Any], image_index: int, raw: str) -> Action | str:
