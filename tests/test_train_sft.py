@@ -157,6 +157,37 @@ def test_sft_overfits_and_the_checkpoint_replays_a_trajectory_through_the_agent_
     recorded = Trajectory.load(sign)
     assert [turn.text for turn in replayed.turns] == [turn.text for turn in recorded.turns]
     assert replayed.final_answer == recorded.final_answer
+    assert_served_like_training(final, recorded)
+
+
+def assert_served_like_training(final: Path, recorded: Trajectory) -> None:
+    """``transformers serve`` on the checkpoint builds the training prompt (as long as the training
+    sequence's first prompt: the server reports no ids) and answers the first turn with the trained call."""
+    pytest.importorskip("fastapi", reason="transformers serve needs transformers[serving]")
+    import asyncio
+
+    from codevision.policies import OpenAIPolicy
+    from codevision.testing import TransformersServer
+
+    processor = transformers.AutoProcessor.from_pretrained(final, trust_remote_code=True)
+    renderer, budget = ChatRenderer(processor, get_protocol()), ImageBudget.from_processor(processor)
+    images = [budget.fit(recorded.image(i)) for i in range(len(recorded.images))]
+    messages = recorded.conversation()
+    trained = renderer.render(messages, images)
+    first_reply = next(number for number, message in enumerate(messages) if message.role == "assistant")
+
+    async def first_turn(server: TransformersServer) -> Any:
+        async with OpenAIPolicy(server.url, server.model_name, tool_role="tool", retries=0) as remote:
+            return await remote.generate(messages[:first_reply], images, max_tokens=200)
+
+    with TransformersServer(final) as server:
+        reply = asyncio.run(first_turn(server))
+    assert reply.usage.prompt_tokens == trained.replies[0].start
+    # transformers serve parses Qwen tool calls out of every reply; the policy writes them back (the
+    # JSON re-serialised, between newlines), so the call is the trained one, its raw text not quite.
+    protocol = get_protocol()
+    served, trained_call = protocol.parse(reply.text).actions, protocol.parse(recorded.turns[0].text).actions
+    assert [(a.kind, a.code, a.image_index) for a in served] == [(a.kind, a.code, a.image_index) for a in trained_call]
 
 
 def test_a_codevision_sft_sharegpt_row_trains(tiny_model: Path, tmp_path: Path) -> None:
@@ -205,6 +236,18 @@ def test_tool_schemas_are_rendered_only_by_a_template_that_prints_them(
     prepared = prepare(settings(tiny_model, [trajectories], tmp_path / "b", tools="protocol", chat_template=str(stock)))
     text = prepared.renderer.tokenizer.decode(prepared.plan.sequences[0].input_ids)
     assert "# Tools" in text and '"name": "code_image_tool"' in text
+
+
+def test_a_released_system_prompt_replaces_every_conversations_own(
+    tiny_model: Path, trajectories: Path, tmp_path: Path
+) -> None:
+    prompt = tmp_path / "released.txt"
+    prompt.write_text("You are a careful visual reasoner. Write code to look closer.")
+    prepared = prepare(settings(tiny_model, [trajectories], tmp_path / "out", system_prompt=str(prompt)))
+    for sequence in prepared.plan.sequences:
+        text = prepared.renderer.tokenizer.decode(sequence.input_ids)
+        assert text.startswith(f"<|im_start|>system\n{prompt.read_text()}<|im_end|>")
+        assert text.count("<|im_start|>system") == 1
 
 
 def test_overlong_conversations_are_dropped_or_cut_after_a_reply(tiny_model: Path, trajectories: Path) -> None:
@@ -310,6 +353,30 @@ def test_lora_adapters_are_merged_into_a_model_the_policy_loads(
         SIGN.task(), TransformersPolicy(outcome.final, trust_remote_code=True), sandbox, get_protocol()
     )
     assert trajectory.turns, trajectory.error
+
+
+def test_a_lora_run_resumes_to_the_same_adapters(tiny_model: Path, trajectories: Path, tmp_path: Path) -> None:
+    import shutil
+
+    lora = {"finetune": "lora", "max_steps": 8, "save_steps": 4, "save_total_limit": 0, "lr_scheduler": "cosine"}
+    whole = train(prepare(settings(tiny_model, [trajectories], tmp_path / "whole", **lora)))
+    shutil.copytree(tmp_path / "whole", tmp_path / "cut")
+    for name in ("checkpoint-8", "adapter", "final"):
+        shutil.rmtree(tmp_path / "cut" / name)
+    resumed = train(prepare(settings(tiny_model, [trajectories], tmp_path / "cut", **lora)), resume=True)
+    assert resumed.resumed_from == tmp_path / "cut" / "checkpoint-4" and resumed.steps == 8
+    expected = load_file(whole.final / "model.safetensors")
+    got = load_file(resumed.final / "model.safetensors")
+    for name, tensor in expected.items():
+        assert torch.allclose(tensor, got[name], atol=1e-6), name
+
+
+def test_a_held_out_split_is_evaluated(tiny_model: Path, trajectories: Path, tmp_path: Path) -> None:
+    prepared = prepare(settings(tiny_model, [trajectories], tmp_path / "out", eval_fraction=0.3, max_steps=4))
+    assert (len(prepared.train), len(prepared.held_out)) == (2, 1)
+    assert not set(prepared.train) & set(prepared.held_out)
+    outcome = train(prepared)
+    assert any("eval_loss" in entry for entry in outcome.log)
 
 
 def test_the_vision_tower_stays_frozen_unless_trained(tiny_model: Path, trajectories: Path, tmp_path: Path) -> None:

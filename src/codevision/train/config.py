@@ -104,6 +104,9 @@ class SFTSettings:
     report_to: ReportTo = "none"
     #: A chat template file; ``null``: the shipped Qwen-VL template for Qwen-VL tokenizers.
     chat_template: str | None = None
+    #: A file whose text becomes the system turn of every conversation (``--system-prompt`` of ``run``
+    #: and ``eval``, to train with a released prompt); ``null``: each conversation keeps its own.
+    system_prompt: str | None = None
     #: Tool schemas rendered into every prompt (``--tools`` of ``run``/``eval``): a JSON/YAML file, or
     #: ``protocol`` for the protocol's own; ``null``: none (the system prompt describes the tools).
     tools: str | None = None
@@ -231,7 +234,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
 
 
 # Settings that are paths, resolved against the folder of the file that names them.
-_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "tools")
+_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "system_prompt", "tools")
 
 
 def _resolve_paths(cls: type, data: dict[str, Any], base: Path) -> dict[str, Any]:

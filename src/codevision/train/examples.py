@@ -13,7 +13,7 @@ answers by accident; what was left out, and why, is reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -110,3 +110,15 @@ def _add_trajectory(collected: Collected, file: Path, include_incorrect: bool) -
             raise DataError(f"{where}: image {record.index} was never saved")
         images.append(folder / record.file)
     collected.conversations.append(Conversation(trajectory.task_id, where, trajectory.conversation(), images))
+
+
+def with_system_prompt(conversations: Sequence[Conversation], text: str) -> list[Conversation]:
+    """The conversations with ``text`` as their system turn (replacing theirs, or added first).
+
+    Recorded replies keep their sampled ids: the prompt they were sampled from changes, but not they.
+    """
+    system = Message.of("system", text)
+    return [
+        replace(conversation, messages=[system, *(m for m in conversation.messages if m.role != "system")])
+        for conversation in conversations
+    ]

@@ -28,7 +28,7 @@ from codevision.protocols import get_protocol
 from codevision.protocols.base import Protocol
 from codevision.train.checkpoint import MANIFEST_FILE, apply_budget, manifest, read_manifest, write_manifest
 from codevision.train.config import SFTSettings, as_dict
-from codevision.train.examples import Collected, collect
+from codevision.train.examples import Collected, collect, with_system_prompt
 from codevision.train.merge import merge_adapter
 from codevision.train.sequences import Collator, Plan, plan
 
@@ -118,6 +118,11 @@ def prepare(settings: SFTSettings) -> Prepared:
     tools = _tools(settings.tools, protocol, processor, chat_template)
     renderer = ChatRenderer(processor, tools if tools is not None else protocol, chat_template=chat_template)
     collected = collect(settings.data, include_incorrect=settings.include_incorrect)
+    if settings.system_prompt is not None:
+        text = Path(settings.system_prompt).read_text(encoding="utf-8")
+        if not text.strip():
+            raise TrainingError(f"system_prompt {settings.system_prompt} is empty")
+        collected.conversations = with_system_prompt(collected.conversations, text)
     planned = plan(
         collected.conversations, renderer, budget, max_length=settings.max_length, overflow=settings.overflow
     )
