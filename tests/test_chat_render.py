@@ -1,4 +1,5 @@
-"""The chat renderer against the processors, the local policy's prompts, and TRL's GRPO tool loop.
+"""The chat renderer against the processors and the local policy's prompts (TRL's GRPO tool loop:
+tests/test_train_environment.py).
 
 The conversations are the bundled examples played through the real agent loop and sandbox. The
 tiny models of codevision.testing.tiny_vlm render them with real chat templates: TRL's copies of
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,6 +39,7 @@ from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
 from codevision.testing import build_tiny_qwen_vl
 from codevision.trajectory import Message, Trajectory
+from tests.token_ids import canonical, noncanonical
 
 pytestmark = pytest.mark.slow
 FAMILIES = ("qwen2_5_vl", "qwen3_vl")
@@ -132,26 +133,6 @@ def processor_of(directory: Path) -> Any:
 
 def model_images(trajectory: Trajectory, budget: ImageBudget) -> list[Image.Image]:
     return [budget.fit(trajectory.image(i)) for i in range(len(trajectory.images))]
-
-
-def noncanonical(tokenizer: Any, text: str) -> list[int]:
-    """Ids that decode to ``text`` without being its tokenisation (a few words spelled letter by
-    letter), as a sampling model may emit them, then the end of the turn."""
-    ids: list[int] = []
-    changed = 0
-    for token in tokenizer(text, add_special_tokens=False)["input_ids"]:
-        piece = tokenizer.decode([token])
-        if changed < 3 and len(piece.strip()) >= 3 and piece.strip().isalpha():
-            ids += [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(letter))[0] for letter in piece]
-            changed += 1
-        else:
-            ids.append(token)
-    assert changed and tokenizer.decode(ids) == text
-    return [*ids, tokenizer.convert_tokens_to_ids(END)]
-
-
-def canonical(tokenizer: Any, text: str) -> list[int]:
-    return [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.convert_tokens_to_ids(END)]
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
@@ -502,87 +483,3 @@ def test_qwen3_vl_images_are_sized_with_factor_32_and_its_minimum(
     assert model.inputs[1]["input_ids"][0].tolist().count(tokenizer.convert_tokens_to_ids(PAD)) == sum(
         t * h * w // 4 for t, h, w in grids
     )
-
-
-# ---------------------------------------------------------------------- TRL's GRPO tool loop
-def test_trl_grpo_tool_loop_builds_the_renderers_sequence(
-    model_dirs: Callable[[str, str], Path], demos: dict[str, Trajectory], tmp_path: Path
-) -> None:
-    """TRL 1.16's GRPOTrainer with environment_factory, its sampler replaced by the recorded replies:
-    the ids, mask and pixels it trains on are the renderer's for the same conversation."""
-    pytest.importorskip("trl", reason="needs trl")
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
-    from trl import chat_template_utils as ctu
-
-    from codevision.data.hf import strip_none
-
-    model_dir = model_dirs("qwen3_vl", "shipped")
-    processor = processor_of(model_dir)
-    tokenizer = processor.tokenizer
-    # The shipped template is unknown to TRL's parser registry: give it the Qwen3 parser it needs.
-    tokenizer.response_template = ctu.qwen3_template
-    trajectory = demos[LABEL.id]
-    budget = ImageBudget.from_processor(processor)
-    images = model_images(trajectory, budget)
-    messages = trajectory.conversation()
-    chat = to_chat(messages, images, tool_role=True)
-    replies = [noncanonical(tokenizer, trajectory.turns[0].text), canonical(tokenizer, trajectory.turns[1].text)]
-    observation = chat[3]["content"]
-
-    class CodeVisionEnv:
-        def reset(self, **kwargs: Any) -> None:
-            return None
-
-        # No return annotation: transformers' get_json_schema renders one differently across versions.
-        def code_image_tool(self, code: str, image_index: int = 0):
-            """
-            Run Python code on one image of the conversation.
-
-            Args:
-                code: Python source.
-                image_index: Which image to work on.
-            """
-            return [dict(part) for part in observation]
-
-    user = [{"type": "image"} if part["type"] == "image" else part for part in chat[1]["content"]]
-    dataset = Dataset.from_list([{"prompt": [chat[0], {"role": "user", "content": user}], "images": [images[0]]}] * 2)
-    dataset.set_transform(lambda batch: {key: [strip_none(v) for v in values] for key, values in batch.items()})
-    args = GRPOConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        per_device_train_batch_size=2,
-        num_generations=2,
-        max_completion_length=2048,
-        max_tool_calling_iterations=3,
-    )
-    trainer = GRPOTrainer(
-        model=transformers.AutoModelForImageTextToText.from_pretrained(model_dir),
-        reward_funcs=[lambda completions, **kwargs: [0.0] * len(completions)],
-        args=args,
-        train_dataset=dataset,
-        processing_class=processor,
-        environment_factory=CodeVisionEnv,
-    )
-    prompts: list[list[int]] = []
-
-    def sample(prompt_ids: list[list[int]], *args: Any, **kwargs: Any) -> tuple[list[list[int]], None]:
-        prompts.append(list(prompt_ids[0]))
-        return [list(replies[len(prompts) - 1]) for _ in prompt_ids], None
-
-    trainer._generate_single_turn = sample
-    trainer.model.eval()
-    out = trainer._generate_and_score_completions([dataset[0], dataset[1]])
-    prompt_mask, completion_mask = out["prompt_mask"][0].bool(), out["completion_mask"][0].bool()
-    trl_ids = out["prompt_ids"][0][prompt_mask].tolist() + out["completion_ids"][0][completion_mask].tolist()
-    trl_mask = [0] * int(prompt_mask.sum()) + out["tool_mask"][0][completion_mask].tolist()
-
-    rendered = ChatRenderer(processor, get_protocol()).render(messages, images, sampled={0: replies[0], 1: replies[1]})
-    assert trl_ids == rendered.input_ids
-    assert trl_mask == rendered.generated_mask
-    assert prompts == [rendered.input_ids[: span.start] for span in rendered.replies]
-    pixels = rendered.image_inputs["pixel_values"]
-    assert torch.equal(out["pixel_values"][: len(pixels)], pixels)

@@ -8,26 +8,20 @@ recover the exact prompt and response tokens of every turn without re-templating
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
-
-from codevision.agent.images import ModelImages
 from codevision.agent.limits import Limits
+from codevision.agent.tools import EpisodeTools
 from codevision.chat.budget import ImageBudget
-from codevision.lineage import LineageTracker
 from codevision.policies.base import Policy, PolicyError
 from codevision.protocols.base import ParsedTurn, Protocol
-from codevision.sandbox import RemoteSandbox, RunResult, Sandbox, SandboxError, SessionAPI
+from codevision.sandbox import RemoteSandbox, Sandbox, SandboxError
 from codevision.task import Task
-from codevision.trajectory import Action, ImagePart, Message, TextPart, ToolOutcome, Trajectory, Turn
+from codevision.trajectory import ImagePart, Message, TextPart, Trajectory, Turn
 
 TurnCallback = Callable[[Trajectory, Turn], None]
-
-SESSION_LOST = "the sandbox session had to be restarted: variables and imports from earlier calls are gone"
 
 
 class _Episode:
@@ -59,22 +53,12 @@ class _Episode:
             references=list(task.answers),
             metadata={"image_budget": budget.to_dict()},
         )
-        self.model_images = ModelImages(self.trajectory.image, budget)
-        self.session: SessionAPI | None = None
-        self.lineage = LineageTracker(self.trajectory)
+        self.tools = EpisodeTools(self.trajectory, sandbox, budget)
         # The conversation as sent to the policy: it only ever grows at its end.
         self.messages: list[Message] = []
         self.images_shown = 0
 
     # ------------------------------------------------------------------ images
-    def add_image(self, image: Image.Image, origin: str, turn: int | None) -> int:
-        """Record an image; the model-sized copy is made only if a policy looks at it."""
-        model_size = self.budget.target(image.width, image.height)
-        index = self.trajectory.add_image(image, origin, turn)  # type: ignore[arg-type]
-        self.trajectory.images[index].model_size = model_size
-        self.model_images.append_index()
-        return index
-
     def _hide_images_beyond_budget(self, messages: list[Message]) -> list[Message]:
         """Name, instead of showing, images past the context budget (earlier messages stay as they were)."""
         budget = self.limits.max_images_in_context
@@ -93,85 +77,12 @@ class _Episode:
             result.append(message.model_copy(update={"content": parts}))
         return result
 
-    # ------------------------------------------------------------------ tools
-    async def _open_session(self, indices: list[int]) -> None:
-        """Open a session holding these trajectory images as its inputs, in order."""
-        assert self.sandbox is not None
-        self.session = self.sandbox.session(images=[self.trajectory.image(i) for i in indices])
-        await self.session.__aenter__()
-        self.lineage.start_session(indices)
-
-    async def _close_session(self) -> None:
-        if self.session is not None:
-            with contextlib.suppress(SandboxError):
-                await self.session.__aexit__(None, None, None)
-            self.session = None
-
-    async def _run_code(self, index: int, action: Action, turn: int) -> ToolOutcome:
-        assert self.session is not None
-        started = time.monotonic()
-        result: RunResult = await self.session.arun(action.code or "", image_index=action.image_index)
-        images = [self.add_image(img, "tool", turn) for img in result.images]
-        self.lineage.record_run(result, images)
-        error = result.error
-        if not result.session_alive:
-            # The model's code killed its session; continue in a fresh one that still knows every image.
-            await self._close_session()
-            await self._open_session(list(range(len(self.trajectory.images))))
-            error = f"{error}\n({SESSION_LOST}; `images` now holds every image of the trajectory in index order)"
-        return ToolOutcome(
-            action=index,
-            status=result.status,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            error=error,
-            image_indices=images,
-            ops=result.ops,
-            trace_problems=result.trace_problems,
-            warnings=result.warnings,
-            seconds=time.monotonic() - started,
-        )
-
-    def _run_crop(self, index: int, action: Action, turn: int) -> ToolOutcome:
-        """Zoom into an image; absolute boxes are in the pixels of the copy the model was shown."""
-        from codevision.protocols.crop import crop_image
-
-        started = time.monotonic()
-        source = action.image_index or 0
-        if not 0 <= source < len(self.trajectory.images):
-            count = len(self.trajectory.images)
-            error = f"image_index {source} does not exist; this trajectory has {count} images (0 to {count - 1})"
-            return ToolOutcome(action=index, status="error", error=error, seconds=time.monotonic() - started)
-        record = self.trajectory.images[source]
-        bbox = list(action.bbox or [])
-        if record.model_size and len(bbox) == 4 and not all(0 <= v <= 1 for v in bbox):
-            scale_x, scale_y = record.size[0] / record.model_size[0], record.size[1] / record.model_size[1]
-            bbox = [bbox[0] * scale_x, bbox[1] * scale_y, bbox[2] * scale_x, bbox[3] * scale_y]
-        cropped, box, error = crop_image(self.trajectory.image(source), bbox)
-        images = []
-        if cropped is not None and box is not None:
-            images.append(self.add_image(cropped, "tool", turn))
-            self.lineage.record_crop(source, box, images[0])
-        status = "ok" if cropped is not None else "error"
-        return ToolOutcome(
-            action=index, status=status, error=error, image_indices=images, seconds=time.monotonic() - started
-        )
-
-    async def _execute(self, actions: list[Action], turn: int) -> list[ToolOutcome]:
-        outcomes = []
-        for index, action in enumerate(actions):
-            if action.kind == "crop":
-                outcomes.append(self._run_crop(index, action, turn))
-            else:
-                outcomes.append(await self._run_code(index, action, turn))
-        return outcomes
-
     # ------------------------------------------------------------------ the loop
     async def run(self, base_dir: str | Path | None) -> Trajectory:
         started = time.monotonic()
         trajectory = self.trajectory
         inputs = self.task.load_images(base_dir)
-        indices = [self.add_image(img, "input", None) for img in inputs]
+        indices = [self.tools.add_image(img, "input", None) for img in inputs]
         trajectory.messages = self._hide_images_beyond_budget(
             self.protocol.initial_messages(self.task.question, indices)
         )
@@ -180,12 +91,12 @@ class _Episode:
             if self.protocol.uses_sandbox:
                 if self.sandbox is None:
                     raise ValueError(f"protocol {self.protocol.name!r} runs code and needs a sandbox")
-                await self._open_session(indices)
+                await self.tools.open_session(indices)
             await self._turns()
         except SandboxError as exc:
             trajectory.stop_reason, trajectory.error = "sandbox_error", f"{type(exc).__name__}: {exc}"
         finally:
-            await self._close_session()
+            await self.tools.close_session()
             trajectory.seconds = time.monotonic() - started
         return trajectory
 
@@ -196,7 +107,7 @@ class _Episode:
             asked = time.monotonic()
             try:
                 reply = await self.policy.generate(
-                    self.messages, self.model_images, max_tokens=min(limits.max_tokens_per_turn, remaining)
+                    self.messages, self.tools.model_images, max_tokens=min(limits.max_tokens_per_turn, remaining)
                 )
             except PolicyError as exc:
                 trajectory.stop_reason, trajectory.error = "model_error", str(exc)
@@ -233,7 +144,7 @@ class _Episode:
             trajectory.stop_reason = "max_tokens" if turn.finish_reason == "length" else "no_action"
             return True
         tools_started = time.monotonic()
-        turn.outcomes = await self._execute(parsed.actions, turn.index)
+        turn.outcomes = await self.tools.execute(parsed.actions, turn.index)
         turn.tool_seconds = time.monotonic() - tools_started
         turn.observation = self._hide_images_beyond_budget(
             self.protocol.render_observation(turn.outcomes, parsed.issues)

@@ -354,9 +354,13 @@ class HermesProtocol(ToolProtocol):
         if isinstance(decoded, str):
             return f"Your <tool_call> {decoded}, so nothing was run. Write it as {self.call_shape}"
         name, arguments = decoded
+        return self.action_for(name, arguments, block.raw)
+
+    def action_for(self, name: str, arguments: dict[str, Any], raw: str) -> Action | str:
+        """The action a decoded call asks for (what a trainer's tool loop hands over), or the issue with it."""
         if name != self.tool_name:
             return f"There is no tool named {name!r}; the only tool is {self.tool_name}. Call it as {self.call_shape}"
         index = parse_image_index(arguments.get("image_index"), default=0)
         if isinstance(index, str):
             return f"In your {self.tool_name} call, {index}; nothing was run."
-        return self.build_action(arguments, index, block.raw)
+        return self.build_action(arguments, index, raw)

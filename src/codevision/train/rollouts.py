@@ -1,0 +1,117 @@
+"""A TRL rollout as a codevision trajectory, and the rewards evaluation reports, as TRL reward functions.
+
+The environment sees only tool arguments, so the episode is assembled in the reward step: the
+model's replies come from the completion's decoded ids, and the outcomes, returned images and
+lineage come from what the environment recorded. The rewards are then
+:meth:`RewardSpec.compute` on that trajectory, the function evaluation and data synthesis use.
+
+A completion of a Qwen-VL chat template is the first reply, then for each tool round
+``<|im_end|>``, the observation turn and ``<|im_start|>assistant\\n``, then the next reply. The
+replies are the text between those markers, exactly as sampled (the ids are decoded with special
+tokens kept).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from codevision.protocols.base import Protocol
+from codevision.protocols.toolcalls import ToolProtocol, find_blocks
+from codevision.rewards.spec import RewardSpec
+from codevision.train.environment import SandboxEnvironment
+from codevision.trajectory import Trajectory, Turn
+
+END_OF_TURN = "<|im_end|>"
+REPLY_START = "<|im_start|>assistant\n"
+
+
+def replies_of(completion: str) -> list[str]:
+    """The model's replies in a decoded completion (special tokens kept), in order."""
+    segments = completion.split(REPLY_START)
+    return [segment.split(END_OF_TURN, 1)[0] for segment in segments]
+
+
+def episode(environment: SandboxEnvironment, completion: str, protocol: Protocol) -> Trajectory:
+    """The rollout as a trajectory: the environment's record with the replies, answer and stop reason.
+
+    TRL runs every call of a reply; each reply takes as many of the recorded outcomes as it wrote
+    ``<tool_call>`` blocks.
+    """
+    if environment.trajectory is None:
+        raise ValueError("the environment was never reset: there is no rollout to assemble")
+    trajectory = environment.trajectory.model_copy(deep=False)
+    trajectory.turns = []
+    outcomes = list(environment.outcomes)
+    replies = replies_of(completion)
+    for number, text in enumerate(replies):
+        parsed = protocol.parse(text)
+        turn = Turn(index=number, text=text, actions=parsed.actions, answer=parsed.answer, issues=parsed.issues)
+        calls = len(find_blocks(text, protocol.call_tag)) if isinstance(protocol, ToolProtocol) else 0
+        turn.outcomes, outcomes = outcomes[:calls], outcomes[calls:]
+        for index, outcome in enumerate(turn.outcomes):
+            outcome.action = index
+        if turn.outcomes:
+            turn.observation = protocol.render_observation(turn.outcomes, [])
+        trajectory.turns.append(turn)
+    answers = [turn.answer for turn in trajectory.turns if turn.answer is not None]
+    trajectory.final_answer = answers[-1] if answers else None
+    if trajectory.error is None:
+        last = trajectory.turns[-1] if trajectory.turns else None
+        answered = last is not None and last.answer is not None and not last.outcomes
+        trajectory.stop_reason = "answered" if answered else ("max_turns" if last and last.outcomes else "no_action")
+    return trajectory
+
+
+class RolloutReward:
+    """A TRL reward function computing a :class:`RewardSpec` on each rollout's trajectory.
+
+    Each term of the spec is logged as its own metric (its mean over the step's completions), with
+    tool calls per rollout, the tool error rate and the answer rate. ``last`` holds the step's
+    trajectories and rewards, for saving samples and for tests.
+    """
+
+    def __init__(self, spec: RewardSpec, protocol: Protocol, tokenizer: Any) -> None:
+        self.spec = spec
+        self.protocol = protocol
+        self.tokenizer = tokenizer
+        self.__name__ = "codevision_reward"
+        self.last: list[tuple[Trajectory, float, dict[str, float]]] = []
+
+    def __call__(
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Sequence[int]],
+        environments: Sequence[SandboxEnvironment] | None = None,
+        log_metric: Any = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        if environments is None:
+            raise ValueError("the codevision reward needs the rollouts' environments: train with environment_factory")
+        self.last = []
+        for ids, environment in zip(completion_ids, environments, strict=True):
+            text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
+            trajectory = episode(environment, text, self.protocol)
+            assert environment.task is not None
+            result = self.spec.compute(environment.task, trajectory)
+            self.last.append((trajectory, result.total, dict(result.breakdown)))
+        if log_metric is not None:
+            self._log(log_metric)
+        return [reward for _, reward, _ in self.last]
+
+    def _log(self, log_metric: Any) -> None:
+        count = len(self.last)
+        terms = sorted({term for _, _, breakdown in self.last for term in breakdown})
+        for term in terms:
+            log_metric(f"reward/{term}", sum(breakdown.get(term, 0.0) for _, _, breakdown in self.last) / count)
+        calls = [sum(len(turn.outcomes) for turn in trajectory.turns) for trajectory, _, _ in self.last]
+        errors = [
+            outcome.status != "ok"
+            for trajectory, _, _ in self.last
+            for turn in trajectory.turns
+            for outcome in turn.outcomes
+        ]
+        log_metric("rollout/tool_calls", sum(calls) / count)
+        log_metric("rollout/tool_error_rate", sum(errors) / len(errors) if errors else 0.0)
+        log_metric("rollout/answer_rate", sum(t.final_answer is not None for t, _, _ in self.last) / count)

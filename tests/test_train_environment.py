@@ -1,0 +1,205 @@
+"""The sandbox as TRL's GRPO environment: real tool calls in TRL's tool loop, as in evaluation.
+
+TRL 1.16's GRPOTrainer runs with ``environment_factory`` set to codevision's environment class and
+the tiny Qwen3-VL model with the shipped template; its sampler is replaced by the bundled sign
+example's replies (a random model never writes a tool call), the first one as non-canonical ids.
+The tool call then runs in the real sandbox through the code the agent loop runs. What must hold:
+the sequence TRL trains on (ids, loss mask, pixels with the rotated image the tool returned) is
+the renderer's sequence of the same episode played by the agent loop, each prompt TRL generated
+from is its prefix, the environment recorded the call and the returned image's verified lineage,
+the reward TRL received is the evaluation reward of that episode, and optimiser steps train and
+log every reward term.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch", reason="needs torch (see .venv-transformers)")
+pytest.importorskip("trl", reason="needs trl (see .venv-transformers)")
+
+import torch
+import transformers
+
+from codevision.agent import run_agent
+from codevision.chat import ChatRenderer, ImageBudget, load_template
+from codevision.chat.messages import to_chat
+from codevision.data.hf import strip_none
+from codevision.demo import SIGN
+from codevision.policies import ScriptedPolicy
+from codevision.protocols import get_protocol
+from codevision.rewards.spec import RewardSpec
+from codevision.sandbox import Sandbox
+from codevision.testing import build_tiny_qwen_vl
+from codevision.train.environment import SandboxEnvironment, environment_class
+from codevision.train.rollouts import RolloutReward
+from tests.token_ids import canonical, noncanonical
+
+pytestmark = pytest.mark.slow
+Sampler = Callable[[list[list[int]]], list[list[int]]]
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(workers=2, timeout=5.0, memory_mb=1024) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = build_tiny_qwen_vl(tmp_path_factory.mktemp("tiny") / "qwen3_vl", family="qwen3_vl")
+    (directory / "chat_template.jinja").write_text(load_template(), encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def processor(model_dir: Path) -> Any:
+    from trl import chat_template_utils
+
+    loaded = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    # The shipped template is unknown to TRL's parser registry: give it the Qwen3 parser it needs.
+    loaded.tokenizer.response_template = chat_template_utils.qwen3_template
+    return loaded
+
+
+def sign_rows(processor: Any, count: int) -> Any:
+    """GRPO rows of the sign example, laid out as ``data export rl --format trl`` writes them."""
+    from datasets import Dataset
+
+    task, protocol = SIGN.task(), get_protocol()
+    images = task.load_images()
+    budget = ImageBudget.from_processor(processor)
+    chat = to_chat(protocol.initial_messages(task.question, [0]), [budget.fit(images[0])], tool_role=True)
+    user = [{"type": "image"} if part["type"] == "image" else part for part in chat[1]["content"]]
+    row = {
+        "prompt": [chat[0], {"role": "user", "content": user}],
+        "images": images,
+        "task_id": task.id,
+        "question": task.question,
+        "answers": list(task.answers),
+    }
+    dataset = Dataset.from_list([row] * count)
+    dataset.set_transform(lambda batch: {key: [strip_none(v) for v in values] for key, values in batch.items()})
+    return dataset
+
+
+def grpo_trainer(
+    model: Any, processor: Any, sandbox: Sandbox, reward: RolloutReward, sampler: Sampler, out: Path, **config: Any
+) -> Any:
+    """TRL's GRPOTrainer with codevision's environment, its generations scripted by ``sampler``."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl import GRPOConfig, GRPOTrainer
+
+    budget = ImageBudget.from_processor(processor)
+    settings = {
+        "output_dir": str(out),
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": [],
+        "per_device_train_batch_size": 2,
+        "num_generations": 2,
+        "max_completion_length": 2048,
+        "max_tool_calling_iterations": 3,
+        "save_strategy": "no",
+        **config,
+    }
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=GRPOConfig(**settings),
+        train_dataset=sign_rows(processor, 4),
+        processing_class=processor,
+        environment_factory=environment_class(reward.protocol, sandbox, budget),
+    )
+    # The generation step, scripted the way TRL's own tests script it.
+    trainer._generate_single_turn = lambda prompt_ids, *args, **kwargs: (sampler(prompt_ids), None)
+    return trainer
+
+
+def test_grpo_rollouts_run_the_protocols_tool_in_the_sandbox(
+    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    tokenizer, protocol = processor.tokenizer, get_protocol()
+    budget = ImageBudget.from_processor(processor)
+    # The same episode through the agent loop: what evaluation records and the renderer renders.
+    played = run_agent(SIGN.task(), ScriptedPolicy(list(SIGN.replies)), sandbox, protocol)
+    images = [budget.fit(played.image(i)) for i in range(len(played.images))]
+    replies = [noncanonical(tokenizer, played.turns[0].text), canonical(tokenizer, played.turns[1].text)]
+    expected = ChatRenderer(processor, protocol).render(played.conversation(), images, sampled=dict(enumerate(replies)))
+    prompts: list[list[int]] = []
+
+    def sample(prompt_ids: list[list[int]]) -> list[list[int]]:
+        prompts.append(list(prompt_ids[0]))
+        return [list(replies[len(prompts) - 1]) for _ in prompt_ids]
+
+    spec = RewardSpec()
+    reward = RolloutReward(spec, protocol, tokenizer)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir)
+    trainer = grpo_trainer(model, processor, sandbox, reward, sample, tmp_path)
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions([trainer.train_dataset[0], trainer.train_dataset[1]])
+
+    prompt_mask, completion_mask = out["prompt_mask"][0].bool(), out["completion_mask"][0].bool()
+    trl_ids = out["prompt_ids"][0][prompt_mask].tolist() + out["completion_ids"][0][completion_mask].tolist()
+    trl_mask = [0] * int(prompt_mask.sum()) + out["tool_mask"][0][completion_mask].tolist()
+    assert trl_ids == expected.input_ids
+    assert trl_mask == expected.generated_mask
+    assert prompts == [expected.input_ids[: span.start] for span in expected.replies]
+    pixels = expected.image_inputs["pixel_values"]
+    assert torch.equal(out["pixel_values"][: len(pixels)], pixels), "the rotated tool image is in the batch"
+
+    rollouts = trainer.environments
+    assert len(rollouts) == 2 and all(isinstance(env, SandboxEnvironment) for env in rollouts)
+    for env in rollouts:
+        assert env.trajectory is not None and env.calls == 1
+        (outcome,) = env.outcomes
+        assert outcome.status == "ok" and len(outcome.image_indices) == 1
+        returned = env.trajectory.images[outcome.image_indices[0]]
+        assert returned.lineage is not None and returned.lineage.verified
+        env._release()
+        assert env.tools is not None and env.tools.session is None
+
+    # The reward step assembled the episode the agent loop played, and paid what evaluation would.
+    paid = spec.compute(SIGN.task(), played)
+    assert len(reward.last) == 2 and paid.total > 0
+    for trajectory, total, breakdown in reward.last:
+        assert [turn.text for turn in trajectory.turns] == [turn.text for turn in played.turns]
+        assert [turn.observation for turn in trajectory.turns] == [turn.observation for turn in played.turns]
+        assert (trajectory.final_answer, trajectory.stop_reason) == (played.final_answer, played.stop_reason)
+        assert total == pytest.approx(paid.total) and breakdown == pytest.approx(paid.breakdown)
+
+
+def test_grpo_steps_with_sandbox_tool_calls_train_and_log_every_reward_term(
+    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Two optimiser steps: one rollout of each group answers right, one wrong, so the advantages and
+    the gradient are not zero; each reward term and the rollout metrics are logged."""
+    tokenizer = processor.tokenizer
+    call = canonical(tokenizer, SIGN.replies[0])
+    answers = [canonical(tokenizer, SIGN.replies[1]), canonical(tokenizer, "<answer>nothing</answer>")]
+    tool_response = tokenizer.convert_tokens_to_ids("<tool_response>")
+
+    def sample(prompt_ids: list[list[int]]) -> list[list[int]]:
+        first_turn = all(tool_response not in ids for ids in prompt_ids)
+        return [list(call) for _ in prompt_ids] if first_turn else [list(answer) for answer in answers]
+
+    reward = RolloutReward(RewardSpec(), get_protocol(), tokenizer)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir)
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    trainer = grpo_trainer(
+        model, processor, sandbox, reward, sample, tmp_path, max_steps=2, logging_steps=1, learning_rate=1e-3
+    )
+    trainer.train()
+    logged = {key for entry in trainer.state.log_history for key in entry}
+    for term in reward.last[0][2]:
+        assert f"reward/{term}" in logged, sorted(logged)
+    assert {"rollout/tool_calls", "rollout/tool_error_rate", "rollout/answer_rate"} <= logged
+    rewards = [total for _, total, _ in reward.last]
+    assert rewards[0] > rewards[1], rewards
+    changed = [name for name, parameter in model.named_parameters() if not torch.equal(before[name], parameter)]
+    assert changed, "the step moved no weight"

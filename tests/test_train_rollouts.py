@@ -1,0 +1,83 @@
+"""The GRPO environment and the reward step without TRL: calls, errors, crashes, and episode assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from codevision.agent import run_agent
+from codevision.chat import ImageBudget
+from codevision.demo import SIGN
+from codevision.policies import ScriptedPolicy
+from codevision.protocols import get_protocol
+from codevision.rewards.spec import RewardSpec
+from codevision.sandbox import Sandbox
+from codevision.train.environment import EnvironmentUseError, environment_class
+from codevision.train.rollouts import episode, replies_of
+
+BUDGET = ImageBudget(28, 3136, 1003520)
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox(workers=1, timeout=5.0, memory_mb=1024) as sb:
+        yield sb
+
+
+def completion(*replies: str) -> str:
+    """A decoded Qwen-VL completion: replies separated by an observation turn (its text does not matter)."""
+    observation = (
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\n…\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
+    )
+    return observation.join(replies) + "<|im_end|>"
+
+
+def test_replies_are_read_between_the_turn_markers() -> None:
+    assert replies_of(completion("a <tool_call>x</tool_call>", "<answer>b</answer>")) == [
+        "a <tool_call>x</tool_call>",
+        "<answer>b</answer>",
+    ]
+    assert replies_of("cut off in the midd") == ["cut off in the midd"]
+
+
+def test_a_rollout_pays_what_the_agent_loop_episode_pays(sandbox: Sandbox) -> None:
+    protocol = get_protocol()
+    environment = environment_class(protocol, sandbox, BUDGET)()
+    with pytest.raises(EnvironmentUseError, match="before reset"):
+        environment.code_image_tool(code="print(1)")
+    task = SIGN.task()
+    environment.reset(images=task.load_images(), question=task.question, answers=task.answers, task_id=task.id)
+    blocks = environment.code_image_tool(code="display(image.rotate(180))", image_index=0)
+    kinds = [block["type"] for block in blocks]
+    assert "image" in kinds and blocks[kinds.index("image")]["image"].size == environment.tools.model_images[1].size
+    played = run_agent(task, ScriptedPolicy(list(SIGN.replies)), sandbox, protocol)
+    trajectory = episode(environment, completion(*(turn.text for turn in played.turns)), protocol)
+    assert [turn.observation for turn in trajectory.turns] == [turn.observation for turn in played.turns]
+    spec = RewardSpec()
+    assert spec.compute(task, trajectory).total == pytest.approx(spec.compute(task, played).total)
+    environment._release()
+
+
+def test_bad_calls_and_crashes_end_in_the_models_reply_not_the_run(sandbox: Sandbox) -> None:
+    protocol = get_protocol()
+    environment = environment_class(protocol, sandbox, BUDGET)()
+    environment.reset(images=[SIGN.task().load_images()[0]], answers=["x"], task_id="t")
+    bad_index = environment.code_image_tool(code="print(1)", image_index="first")
+    assert isinstance(bad_index, str) and "image_index" in bad_index
+    crashed = environment.code_image_tool(code="import os\nos._exit(3)")
+    text = " ".join(block.get("text", "") for block in crashed)
+    assert "restarted" in text
+    after = environment.code_image_tool(code="print(image.size)")
+    assert any("(" in block.get("text", "") for block in after), after
+    assert [outcome.status for outcome in environment.outcomes][-1] == "ok"
+    # The next rollout starts clean.
+    environment.reset(images=[SIGN.task().load_images()[0]], answers=["x"], task_id="u")
+    assert environment.outcomes == [] and environment.calls == 0 and environment.tools.session is None
+    trajectory = episode(environment, completion("<answer>x</answer>"), protocol)
+    assert (trajectory.final_answer, trajectory.stop_reason) == ("x", "answered")
+
+
+def test_a_protocol_without_tool_schemas_has_no_environment(sandbox: Sandbox) -> None:
+    with pytest.raises(ValueError, match="declares no tool schema"):
+        environment_class(get_protocol("direct"), sandbox, BUDGET)
