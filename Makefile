@@ -84,7 +84,8 @@ test-core: lint browser
 test-engine: $(ENGINE_VENV)/.installed $(VERL_VENV)/.installed
 	CODEVISION_VERL_PYTHON=$(abspath $(VERL_BIN))/python $(ENGINE_BIN)/python -m pytest -n 2 \
 	  tests/test_transformers_backend.py tests/test_chat_render.py tests/test_data_trl.py tests/test_data_stats.py \
-	  tests/test_train_sft.py tests/test_tools.py tests/test_train_environment.py
+	  tests/test_train_sft.py tests/test_tools.py tests/test_train_environment.py \
+	  tests/test_train_grpo.py
 
 # The verl export read by verl's own RLHFDataset, and the chat renderer under verl's transformers (5.10;
 # the tests that need TRL skip themselves).

@@ -240,12 +240,13 @@ def trl_trainer(setup: Setup, steps: int, output_dir: Path, *, assistant_only_lo
 
     from codevision.data.hf import load_trl_dataset
     from codevision.train import sft
+    from codevision.train.common import load_model
 
     settings = settings_for(setup, steps, output_dir)
     processor = transformers.AutoProcessor.from_pretrained(setup.model, trust_remote_code=setup.trust_remote_code)
     processor.chat_template = setup.template.read_text(encoding="utf-8")
     transformers.set_seed(setup.seed)
-    model = sft._load_model(settings, setup.model)
+    model = load_model(settings, setup.model)
     dataset = load_trl_dataset(setup.trl_dataset)
     # codevision's SFTConfig, with TRL's dataset handling back: it templates and tokenises each row itself.
     config = dataclasses.replace(

@@ -216,6 +216,14 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
         (["train", "sft", "--config", "sft.yaml", "--resume"], "sft-out"),
         (["train", "sft", "--config", "sft-used.yaml", "--resume", "--overwrite"], "--resume"),
     ],
+    "train grpo": [
+        (["train", "grpo", "--config", "sft-typo.yaml"], "learnig_rate"),
+        (["train", "grpo", "--config", "sft.yaml", "num_generations=many"], "num_generations"),
+        (["train", "grpo", "--config", "sft.yaml", "vllm_mode=remote"], "vllm_mode"),
+        (["train", "grpo", "--config", "sft.yaml", "max_length=10"], "max_length"),
+        (["train", "grpo", "--config", "sft-used.yaml"], "--overwrite"),
+        (["train", "grpo", "--config", "sft.yaml", "--resume"], "sft-out"),
+    ],
     "train merge": [
         (["train", "merge", "empty", "-o", "merged"], "empty"),
         (["train", "merge", "empty", "-o", "merged", "--dtype", "int4"], "int4"),

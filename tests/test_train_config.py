@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from codevision.train.config import ConfigError, SFTSettings, as_dict, build, load_config
+from codevision.train.config import ConfigError, GRPOSettings, SFTSettings, as_dict, build, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = {"model": "m", "data": ["d"], "output_dir": "o"}
@@ -76,14 +76,16 @@ def test_paths_in_the_file_are_relative_to_it_and_a_hub_id_stays_one(tmp_path: P
     (tmp_path / "models" / "local").mkdir(parents=True)
     nested = tmp_path / "recipes"
     nested.mkdir()
+    (nested / "t.jinja").write_text("{{ messages }}")
     path = nested / "sft.yaml"
     path.write_text("model: ../models/local\ndata: [../runs/a, /abs/b]\noutput_dir: ../out\nchat_template: t.jinja\n")
     settings = load_config(SFTSettings, path)
     assert settings.model == str(tmp_path / "models" / "local")
     assert settings.data == [str(tmp_path / "runs" / "a"), "/abs/b"]
     assert settings.output_dir == str(tmp_path / "out") and settings.chat_template == str(nested / "t.jinja")
-    path.write_text("model: Qwen/Qwen2.5-VL-7B-Instruct\ndata: [d]\noutput_dir: o\n")
-    assert load_config(SFTSettings, path).model == "Qwen/Qwen2.5-VL-7B-Instruct"
+    path.write_text("model: Qwen/Qwen2.5-VL-7B-Instruct\ndata: [d]\noutput_dir: o\nchat_template: shipped\n")
+    words = load_config(SFTSettings, path)
+    assert (words.model, words.chat_template) == ("Qwen/Qwen2.5-VL-7B-Instruct", "shipped")
 
 
 @pytest.mark.parametrize(
@@ -106,3 +108,20 @@ def test_the_shipped_recipes_load(name: str) -> None:
         # CodeVision's published SFT: full fine-tuning, vision tower frozen, lr 1e-5, 2 epochs, 32k cutoff.
         assert (settings.finetune, settings.freeze_vision, settings.learning_rate) == ("full", True, 1e-5)
         assert (settings.num_epochs, settings.max_length, settings.gradient_checkpointing) == (2.0, 32768, True)
+
+
+@pytest.mark.parametrize("name", ["qwen2_5_vl_7b", "qwen3_vl_8b", "tiny_cpu"])
+def test_the_shipped_grpo_recipes_load(name: str) -> None:
+    settings = load_config(GRPOSettings, REPO / "recipes" / "grpo" / f"{name}.yaml")
+    if name != "tiny_cpu":
+        # CodeVision's published RL: n=8, 64 prompts (512 completions on 8 GPUs), lr 1e-6, KL 0.001, clip 0.2/0.28.
+        assert (settings.num_generations, settings.learning_rate, settings.beta) == (8, 1e-6, 0.001)
+        assert (settings.epsilon, settings.epsilon_high, settings.loss_type) == (0.2, 0.28, "dapo")
+        assert (settings.max_turns, settings.max_completion_length) == (12, 16384)
+        assert settings.batch_size * settings.gradient_accumulation_steps * 8 == 64 * settings.num_generations
+    assert settings.chat_template == "shipped"
+
+
+def test_sft_only_keys_are_unknown_to_grpo() -> None:
+    with pytest.raises(ConfigError, match="unknown key 'max_length'"):
+        build(GRPOSettings, {**REQUIRED, "max_length": 10}, where="f.yaml")

@@ -41,10 +41,11 @@ from codevision.sandbox import Sandbox
 from codevision.testing import build_tiny_qwen_vl
 from codevision.testing.tiny_vlm import TOOL_TOKENS
 from codevision.train.checkpoint import MANIFEST_FILE, template_digest
+from codevision.train.common import last_checkpoint
 from codevision.train.config import SFTSettings, build
 from codevision.train.examples import collect
 from codevision.train.sequences import IGNORE_INDEX, Collator, plan
-from codevision.train.sft import last_checkpoint, prepare, train
+from codevision.train.sft import prepare, train
 from codevision.trajectory import Trajectory
 
 pytestmark = pytest.mark.slow
@@ -227,7 +228,7 @@ def test_tool_schemas_are_rendered_only_by_a_template_that_prints_them(
 ) -> None:
     from importlib import resources
 
-    from codevision.train.sft import TrainingError
+    from codevision.train.common import TrainingError
 
     with pytest.raises(TrainingError, match="does not print tool schemas"):
         prepare(settings(tiny_model, [trajectories], tmp_path / "a", tools="protocol"))

@@ -17,7 +17,7 @@ from codevision.cli.outputs import claim_folder, ensure_writable
 from codevision.cli.render import EXIT_BAD_INPUT, EXIT_CODE_FAILED
 from codevision.train.config import ConfigError, SFTSettings, as_dict, load_config
 
-train_app = typer.Typer(help="Train models on trajectories (SFT on TRL).", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: SFT on trajectories and multi-turn GRPO, on TRL.", no_args_is_help=True)
 
 SFT_EPILOG = (
     "Examples:\n\n"
@@ -45,8 +45,9 @@ def sft_command(
     json_output: bool = typer.Option(False, "--json", help="Print the data plan (and the outcome) as JSON."),
 ) -> None:
     """Fine-tune a Qwen-VL model on trajectories with TRL's SFTTrainer, on the tokens evaluation renders."""
+    from codevision.train.common import TrainingError, require_training_stack
     from codevision.train.examples import DataError
-    from codevision.train.sft import TrainingError, prepare, require_training_stack, train
+    from codevision.train.sft import prepare, train
 
     console = Console(stderr=json_output)
     try:
@@ -95,6 +96,51 @@ def sft_command(
     console.print(f"model: {outcome.final}  (codevision eval -m {outcome.final} ...)")
 
 
+GRPO_EPILOG = (
+    "Examples:\n\n"
+    "  codevision data export rl --source vstar:data/vstar --transforms all-orientation --format trl -o rl.parquet\n\n"
+    "  codevision train grpo --config recipes/grpo/qwen2_5_vl_7b.yaml model=runs/sft-7b/final data=[rl.parquet]\n\n"
+    "  codevision train grpo --config recipes/grpo/tiny_cpu.yaml --resume\n\n"
+    "Settings are documented in docs/training.md; an unknown key is an error naming it."
+)
+
+
+@train_app.command("grpo", epilog=GRPO_EPILOG)
+def grpo_command(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML file of settings (see recipes/grpo/)."),
+    overrides: list[str] = typer.Argument(None, help="Settings that replace the file's: key=value, lora.r=8."),
+    resume: bool = typer.Option(False, help="Continue from the newest complete checkpoint in output_dir."),
+    overwrite: bool = typer.Option(False, help="Clear a non-empty output_dir first."),
+    json_output: bool = typer.Option(False, "--json", help="Print the outcome as JSON (TRL's log goes to stderr)."),
+) -> None:
+    """Multi-turn GRPO on TRL's GRPOTrainer: the sandbox runs the protocol's tool, the evaluation rewards pay."""
+    from codevision.train.common import TrainingError, require_training_stack
+    from codevision.train.config import GRPOSettings
+    from codevision.train.grpo import train_grpo
+
+    try:
+        settings = load_config(GRPOSettings, config, overrides or [])
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if os.environ.get("RANK", "0") == "0":
+        _claim_output(Path(settings.output_dir), resume=resume, overwrite=overwrite)
+    try:
+        require_training_stack()
+        with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():
+            outcome = train_grpo(settings, resume=resume)
+    except (TrainingError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    result = {
+        "final": str(outcome.final),
+        "steps": outcome.steps,
+        "resumed_from": str(outcome.resumed_from) if outcome.resumed_from else None,
+    }
+    if json_output:
+        typer.echo(json.dumps({"outcome": result}, indent=1))
+        return
+    typer.echo(f"trained {outcome.steps} steps; model: {outcome.final}")
+
+
 @train_app.command(
     "merge",
     epilog="Example:\n\n  codevision train merge runs/sft/checkpoint-500 --out runs/sft/merged-500",
@@ -108,8 +154,8 @@ def merge_command(
     overwrite: bool = typer.Option(False, help="Clear a non-empty --out first."),
 ) -> None:
     """Merge LoRA adapters into the base model, so vLLM, transformers serve and eval -m load one folder."""
+    from codevision.train.common import TrainingError, require_training_stack
     from codevision.train.merge import MergeError, merge_adapter
-    from codevision.train.sft import TrainingError, require_training_stack
 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise _fail(f"--dtype {dtype!r} is not known; choose float32, bfloat16 or float16")

@@ -30,6 +30,7 @@ Overflow = Literal["drop", "truncate"]
 Finetune = Literal["full", "lora"]
 DType = Literal["float32", "bfloat16", "float16"]
 ReportTo = Literal["none", "tensorboard", "wandb"]
+VllmMode = Literal["colocate", "server"]
 
 
 class ConfigError(ValueError):
@@ -50,23 +51,20 @@ class LoraSettings:
 
 
 @dataclass
-class SFTSettings:
-    """``codevision train sft``: supervised fine-tuning on trajectories, on TRL's ``SFTTrainer``.
+class TrainingSettings:
+    """What every training command shares: the model, the data, the optimiser, checkpoints, logging.
 
     Paths in the file are relative to the file's folder.
     """
 
     #: A model folder (or hub id, where the hub is reachable) holding a Qwen-VL checkpoint.
     model: str
-    #: Trajectory folders (``eval``/``data synth`` outputs or single trajectories), and sharegpt or
-    #: ``messages`` JSON/JSONL files (``data export sft --format sharegpt|swift``, CodeVision-SFT).
+    #: The training data (each command says which kinds it reads).
     data: list[str]
     #: Where checkpoints and the final model go.
     output_dir: str
-    #: Protocol of the conversations (parses imported rows; its system prompt is in every trajectory).
+    #: The protocol of the conversations: its system prompt, its tool, its parser.
     protocol: str = "codevision"
-    #: Train on trajectories scored wrong too (left out by default).
-    include_incorrect: bool = False
     learning_rate: float = 1e-5
     num_epochs: float = 2.0
     #: Stop after this many optimiser steps (``-1``: run every epoch).
@@ -77,11 +75,6 @@ class SFTSettings:
     lr_scheduler: str = "cosine"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    #: Longest training sequence in tokens (image pads included).
-    max_length: int = 32768
-    #: A conversation longer than ``max_length``: ``drop`` it, or ``truncate`` it after the last
-    #: reply that fits (never inside a turn or an image). Either way the count is reported.
-    overflow: Overflow = "drop"
     #: Pixel budget per image; ``null`` keeps the checkpoint processor's. Saved into the processor config.
     min_pixels: int | None = None
     max_pixels: int | None = None
@@ -97,13 +90,34 @@ class SFTSettings:
     #: Keep at most this many checkpoints (``0``: keep all).
     save_total_limit: int = 2
     logging_steps: int = 10
+    report_to: ReportTo = "none"
+    #: A chat template file, or ``shipped`` for codevision's Qwen-VL template (what TRL's GRPO tool loop
+    #: renders like evaluation); ``null``: the checkpoint's own when it renders tool turns, else the shipped one.
+    chat_template: str | None = None
+    #: Allow model or processor classes defined by code in the model folder.
+    trust_remote_code: bool = False
+
+
+@dataclass
+class SFTSettings(TrainingSettings):
+    """``codevision train sft``: supervised fine-tuning on trajectories, on TRL's ``SFTTrainer``.
+
+    ``data``: trajectory folders (``eval``/``data synth`` outputs or single trajectories), and
+    sharegpt or ``messages`` JSON/JSONL files (``data export sft --format sharegpt|swift``,
+    CodeVision-SFT).
+    """
+
+    #: Train on trajectories scored wrong too (left out by default).
+    include_incorrect: bool = False
+    #: Longest training sequence in tokens (image pads included).
+    max_length: int = 32768
+    #: A conversation longer than ``max_length``: ``drop`` it, or ``truncate`` it after the last
+    #: reply that fits (never inside a turn or an image). Either way the count is reported.
+    overflow: Overflow = "drop"
     #: Fraction of the conversations held out to measure the loss on (``0``: none).
     eval_fraction: float = 0.0
     #: Measure the held-out loss every this many steps (``0``: at the end of each epoch).
     eval_steps: int = 0
-    report_to: ReportTo = "none"
-    #: A chat template file; ``null``: the shipped Qwen-VL template for Qwen-VL tokenizers.
-    chat_template: str | None = None
     #: A file whose text becomes the system turn of every conversation (``--system-prompt`` of ``run``
     #: and ``eval``, to train with a released prompt); ``null``: each conversation keeps its own.
     system_prompt: str | None = None
@@ -112,8 +126,46 @@ class SFTSettings:
     tools: str | None = None
     #: Worker processes that load images for the batches.
     dataloader_workers: int = 0
-    #: Allow model or processor classes defined by code in the model folder.
-    trust_remote_code: bool = False
+
+
+@dataclass
+class GRPOSettings(TrainingSettings):
+    """``codevision train grpo``: multi-turn GRPO on TRL's ``GRPOTrainer``, the sandbox as its environment.
+
+    ``data``: TRL GRPO datasets (``data export rl --format trl`` parquet files). TRL counts
+    completions, not prompts: ``batch_size`` is completions per device and step, and
+    ``batch_size × gradient_accumulation_steps × GPUs`` must be a multiple of ``num_generations``.
+    """
+
+    learning_rate: float = 1e-6
+    num_epochs: float = 1.0
+    #: A RewardSpec YAML file (``null``: CodeVision's dense reward alone).
+    reward_spec: str | None = None
+    #: Completions per prompt (GRPO's group size).
+    num_generations: int = 8
+    #: Tool rounds per rollout (TRL's ``max_tool_calling_iterations``).
+    max_turns: int = 12
+    #: Tokens of a whole rollout after its prompt: replies and observations.
+    max_completion_length: int = 16384
+    temperature: float = 1.0
+    #: KL coefficient against the reference model (``0``: no reference model).
+    beta: float = 0.001
+    #: Clip range of the policy ratio: ``[1 - epsilon, 1 + epsilon_high]``.
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    #: TRL's loss aggregation; ``dapo`` is the token mean over the batch (CodeVision's).
+    loss_type: str = "dapo"
+    #: A sandbox service (``codevision sandbox serve``) URL; ``null``: local sandbox workers.
+    sandbox_url: str | None = None
+    sandbox_token: str | None = None
+    sandbox_workers: int = 4
+    #: Seconds a tool call may run.
+    sandbox_timeout: float = 30.0
+    use_vllm: bool = False
+    vllm_mode: VllmMode = "colocate"
+    #: ``vllm_mode: server``: the ``trl vllm-serve`` address.
+    vllm_server_base_url: str | None = None
+    vllm_gpu_memory_utilization: float = 0.3
 
 
 def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
@@ -234,7 +286,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
 
 
 # Settings that are paths, resolved against the folder of the file that names them.
-_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "system_prompt", "tools")
+_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "system_prompt", "tools", "reward_spec")
 
 
 def _resolve_paths(cls: type, data: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -242,7 +294,7 @@ def _resolve_paths(cls: type, data: dict[str, Any], base: Path) -> dict[str, Any
     resolved = dict(data)
     for key in _PATH_KEYS:
         if key in names and key in resolved:
-            resolved[key] = _resolve(resolved[key], base, local_only=key in ("model", "tools"))
+            resolved[key] = _resolve(resolved[key], base, local_only=key in ("model", "tools", "chat_template"))
     return resolved
 
 
@@ -252,8 +304,8 @@ def _resolve(value: Any, base: Path, *, local_only: bool) -> Any:
     if not isinstance(value, str) or Path(value).is_absolute() or value.startswith("~"):
         return str(Path(value).expanduser()) if isinstance(value, str) else value
     candidate = os.path.normpath(base / value)
-    # A model may be a hub id ("Qwen/Qwen2.5-VL-7B-Instruct") and ``tools: protocol`` a word: only a
-    # path that exists is a file.
+    # A model may be a hub id ("Qwen/Qwen2.5-VL-7B-Instruct"), and ``tools: protocol`` and
+    # ``chat_template: shipped`` are words: only a path that exists is a file.
     if local_only and not os.path.exists(candidate):
         return value
     return candidate

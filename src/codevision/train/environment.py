@@ -159,3 +159,9 @@ def _pil(image: Any) -> Image.Image:
     if not isinstance(image, Image.Image):
         raise TypeError(f"a row's images must be PIL images (a datasets Image() column), not {type(image).__name__}")
     return image
+
+
+def release_all(environments: Sequence[SandboxEnvironment] | None) -> None:
+    """Close every rollout's session at the end of a run (TRL has no end-of-rollout hook)."""
+    for environment in environments or []:
+        environment._release()

@@ -15,31 +15,29 @@ template, and the manifest. ``codevision eval -m OUTPUT/final`` prompts it exact
 from __future__ import annotations
 
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codevision.chat import ChatRenderer, ImageBudget, chat_template_for
+from codevision.chat import ChatRenderer, ImageBudget
 from codevision.chat.tools import PROTOCOL_TOOLS, load_tools, template_renders_tools
 from codevision.protocols import get_protocol
 from codevision.protocols.base import Protocol
-from codevision.train.checkpoint import MANIFEST_FILE, apply_budget, manifest, read_manifest, write_manifest
+from codevision.train.checkpoint import manifest, read_manifest
+from codevision.train.common import (
+    TrainingError,
+    last_checkpoint,
+    load_model,
+    load_processor,
+    lora_config,
+    manifest_callback,
+    save_final,
+)
 from codevision.train.config import SFTSettings, as_dict
 from codevision.train.examples import Collected, collect, with_system_prompt
-from codevision.train.merge import merge_adapter
 from codevision.train.sequences import Collator, Plan, plan
-
-FINAL_FOLDER = "final"
-#: A LoRA run's adapters at the end, before they are merged into ``final/``.
-ADAPTER_FOLDER = "adapter"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-class TrainingError(RuntimeError):
-    """The run cannot start or go on; the message says why and what to do."""
 
 
 @dataclass
@@ -89,31 +87,9 @@ class Outcome:
     log: list[dict[str, Any]]
 
 
-def require_training_stack() -> None:
-    """TRL, torch and transformers must be importable; say how to install them otherwise."""
-    missing = []
-    for module in ("torch", "transformers", "trl", "datasets"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise TrainingError(
-            f"training needs {', '.join(missing)}: install torch for your machine, then pip install 'codevision[train]'"
-        )
-
-
 def prepare(settings: SFTSettings) -> Prepared:
     """Load the processor, apply the budget and template, and plan every training sequence."""
-    import transformers
-
-    processor = transformers.AutoProcessor.from_pretrained(settings.model, trust_remote_code=settings.trust_remote_code)
-    budget = apply_budget(processor, settings.min_pixels, settings.max_pixels)
-    if settings.chat_template is not None:
-        chat_template = Path(settings.chat_template).read_text(encoding="utf-8")
-    else:
-        chat_template = chat_template_for(processor)
-    processor.chat_template = chat_template
+    processor, budget, chat_template = load_processor(settings)
     protocol = get_protocol(settings.protocol)
     tools = _tools(settings.tools, protocol, processor, chat_template)
     renderer = ChatRenderer(processor, tools if tools is not None else protocol, chat_template=chat_template)
@@ -164,16 +140,6 @@ def split(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]
     return sorted(numbers[held:]), sorted(numbers[:held])
 
 
-def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint: one whose manifest was written, which happens after TRL saved it all."""
-    found = [
-        (int(match.group(1)), path)
-        for path in output_dir.glob("checkpoint-*")
-        if (match := _CHECKPOINT.match(path.name)) and (path / MANIFEST_FILE).exists()
-    ]
-    return max(found)[1] if found else None
-
-
 def train(
     prepared: Prepared, *, resume: bool = False, on_log: Callable[[dict[str, Any]], None] | None = None
 ) -> Outcome:
@@ -189,7 +155,7 @@ def train(
     # checkpoints are saved under the original checkpoint's parameter names, which the trainer's own
     # state-dict load does not map back, so it would silently go on from the base weights.
     weights = resumed_from if resumed_from is not None and settings.finetune == "full" else settings.model
-    model = _load_model(settings, weights)
+    model = load_model(settings, weights)
     summary = prepared.summary()
     run_manifest = manifest(
         config=as_dict(settings), chat_template=prepared.chat_template, budget=prepared.budget, data=summary
@@ -204,11 +170,11 @@ def train(
         eval_dataset=eval_rows,
         data_collator=collator,
         processing_class=prepared.processor,
-        peft_config=_lora_config(settings),
-        callbacks=[_manifest_callback(run_manifest, on_log)],
+        peft_config=lora_config(settings),
+        callbacks=[manifest_callback(run_manifest, on_log)],
     )
     result = trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-    final = _save_final(trainer, prepared, output_dir, run_manifest)
+    final = save_final(trainer, settings, output_dir, run_manifest)
     metrics = result.metrics
     rates = [entry["tokens_per_second"] for entry in trainer.state.log_history if "tokens_per_second" in entry]
     return Outcome(
@@ -234,43 +200,6 @@ def _resume_point(prepared: Prepared, output_dir: Path) -> Path:
             "resume with the same configuration, or start a new output_dir"
         )
     return checkpoint
-
-
-def _load_model(settings: SFTSettings, weights: str | Path) -> Any:
-    import torch
-    import transformers
-
-    model = transformers.AutoModelForImageTextToText.from_pretrained(
-        weights, dtype=getattr(torch, settings.dtype), trust_remote_code=settings.trust_remote_code
-    )
-    if settings.freeze_vision:
-        for name, parameter in model.named_parameters():
-            if _is_vision(name):
-                parameter.requires_grad_(False)
-    return model
-
-
-def _is_vision(name: str) -> bool:
-    """Parameters of the vision tower and its merger (``visual`` in every Qwen-VL generation)."""
-    return ".visual." in f".{name}"
-
-
-def _lora_config(settings: SFTSettings) -> Any:
-    if settings.finetune != "lora":
-        return None
-    try:
-        import peft
-    except ImportError:
-        raise TrainingError("finetune: lora needs peft: pip install 'codevision[train]'") from None
-    modules = "|".join(re.escape(module) for module in settings.lora.target_modules)
-    return peft.LoraConfig(
-        r=settings.lora.r,
-        lora_alpha=settings.lora.alpha,
-        lora_dropout=settings.lora.dropout,
-        # A regex, so the vision tower's blocks (which share module names with the language model) are left alone.
-        target_modules=rf"^(?!.*\bvisual\b).*\.({modules})$",
-        task_type="CAUSAL_LM",
-    )
 
 
 def _trl_config(settings: SFTSettings, output_dir: Path, *, has_eval: bool) -> Any:
@@ -338,43 +267,3 @@ def _trainer_class() -> type:
             super().log(logs, start_time)
 
     return CodevisionSFTTrainer
-
-
-def _manifest_callback(run_manifest: dict[str, Any], on_log: Callable[[dict[str, Any]], None] | None) -> Any:
-    """Writes the manifest into each checkpoint once TRL has saved it (marking it complete), and forwards logs."""
-    import transformers
-
-    class ManifestCallback(transformers.TrainerCallback):  # type: ignore[misc]
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
-                write_manifest(folder, {**run_manifest, "step": state.global_step})
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            if on_log is not None and logs and state.is_world_process_zero:
-                on_log({"step": state.global_step, **logs})
-
-    return ManifestCallback()
-
-
-def _save_final(trainer: Any, prepared: Prepared, output_dir: Path, run_manifest: dict[str, Any]) -> Path:
-    """The model others load: full weights (LoRA adapters merged), the processor (budget, template), the manifest.
-
-    ``save_model`` gathers weights sharded by FSDP or ZeRO-3 and writes on the main process only; a LoRA
-    run's adapters are merged from what it wrote, the same way ``codevision train merge`` does.
-    """
-    final = output_dir / FINAL_FOLDER
-    step_manifest = {**run_manifest, "step": trainer.state.global_step}
-    if prepared.settings.finetune == "lora":
-        adapter = output_dir / ADAPTER_FOLDER
-        trainer.save_model(str(adapter))
-        if trainer.is_world_process_zero():
-            merge_adapter(
-                adapter, final, dtype=prepared.settings.dtype, trust_remote_code=prepared.settings.trust_remote_code
-            )
-            write_manifest(final, step_manifest)
-    else:
-        trainer.save_model(str(final))
-        if trainer.is_world_process_zero():
-            write_manifest(final, step_manifest)
-    return final

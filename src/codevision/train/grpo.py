@@ -1,0 +1,199 @@
+"""``codevision train grpo``: multi-turn GRPO on TRL's ``GRPOTrainer``, with the sandbox as its environment.
+
+TRL generates (transformers, or vLLM with ``use_vllm``), runs its tool loop and optimises; codevision
+supplies the environment (the protocol's tool, run in the sandbox by the agent loop's own code)
+and the reward (the evaluation ``RewardSpec`` on the rollout assembled as a trajectory). A rollout
+in training is therefore the conversation an evaluation episode would have been, token for token
+on well-formed turns (docs/training.md lists where TRL's tool loop differs).
+
+A run writes resumable ``checkpoint-N/`` folders with the manifest and, at the end, ``final/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codevision.chat import ImageBudget
+from codevision.protocols import get_protocol
+from codevision.protocols.base import Protocol
+from codevision.rewards.spec import RewardSpec
+from codevision.sandbox import RemoteSandbox, Sandbox
+from codevision.train.checkpoint import manifest
+from codevision.train.common import (
+    TrainingError,
+    last_checkpoint,
+    load_model,
+    load_processor,
+    lora_config,
+    manifest_callback,
+    save_final,
+)
+from codevision.train.config import GRPOSettings, as_dict
+from codevision.train.environment import environment_class, release_all
+from codevision.train.rollouts import RolloutReward
+
+
+@dataclass
+class GRPOOutcome:
+    """What a finished run produced."""
+
+    final: Path
+    steps: int
+    resumed_from: Path | None
+    log: list[dict[str, Any]]
+
+
+def load_rows(settings: GRPOSettings) -> Any:
+    """The TRL GRPO rows of every data file, as one dataset with PIL images."""
+    import datasets
+
+    from codevision.data.hf import load_trl_dataset
+
+    parts = []
+    for path in settings.data:
+        if not Path(path).is_file() or Path(path).suffix != ".parquet":
+            raise TrainingError(
+                f"training data {path} is not a parquet file; train grpo reads TRL GRPO rows "
+                "(codevision data export rl --format trl -o rows.parquet)"
+            )
+        parts.append(load_trl_dataset(path))
+    rows = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    missing = {"prompt", "images"} - set(rows.column_names)
+    if missing:
+        raise TrainingError(f"{settings.data[0]}: the rows have no {', '.join(sorted(missing))} column")
+    return rows
+
+
+def reward_spec(settings: GRPOSettings) -> RewardSpec:
+    return RewardSpec() if settings.reward_spec is None else RewardSpec.from_yaml(settings.reward_spec)
+
+
+@contextlib.contextmanager
+def open_sandbox(settings: GRPOSettings) -> Iterator[Sandbox | RemoteSandbox]:
+    """The sandbox rollouts run in: a service URL, or local workers for as long as the run lasts."""
+    if settings.sandbox_url is not None:
+        if not settings.sandbox_token:
+            raise TrainingError("sandbox_url needs sandbox_token (the token the service was started with)")
+        with RemoteSandbox(settings.sandbox_url, settings.sandbox_token, timeout=settings.sandbox_timeout) as remote:
+            yield remote
+        return
+    with Sandbox(workers=settings.sandbox_workers, timeout=settings.sandbox_timeout) as local:
+        yield local
+
+
+def train_grpo(
+    settings: GRPOSettings, *, resume: bool = False, on_log: Callable[[dict[str, Any]], None] | None = None
+) -> GRPOOutcome:
+    """Run GRPO with TRL; ``resume`` continues from the newest complete checkpoint."""
+    import transformers
+
+    output_dir = Path(settings.output_dir)
+    resumed_from = last_checkpoint(output_dir) if resume else None
+    if resume and resumed_from is None:
+        raise TrainingError(f"{output_dir} holds no complete checkpoint to resume from; run without --resume")
+    protocol = get_protocol(settings.protocol)
+    processor, budget, chat_template = load_processor(settings)
+    _give_tool_parser(processor)
+    spec = reward_spec(settings)
+    rows = load_rows(settings)
+    transformers.set_seed(settings.seed)
+    # As in SFT: a full fine-tune resumes from the checkpoint's weights, mapped by from_pretrained.
+    weights = resumed_from if resumed_from is not None and settings.finetune == "full" else settings.model
+    model = load_model(settings, weights)
+    data = {"rows": len(rows), "files": list(settings.data)}
+    run_manifest = manifest(config=as_dict(settings), chat_template=chat_template, budget=budget, data=data)
+    with open_sandbox(settings) as sandbox:
+        trainer = _trainer(settings, model, processor, budget, protocol, spec, sandbox, rows, run_manifest, on_log)
+        trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+        release_all(trainer.environments)
+    final = save_final(trainer, settings, output_dir, run_manifest)
+    return GRPOOutcome(final, trainer.state.global_step, resumed_from, list(trainer.state.log_history))
+
+
+def _give_tool_parser(processor: Any) -> None:
+    """TRL parses tool calls with a response schema it recognises by template; Qwen-VL templates it does
+    not know (the shipped one) write Qwen3's ``<tool_call>`` JSON, so they get Qwen3's parser."""
+    from trl import chat_template_utils
+
+    tokenizer = processor.tokenizer
+    if getattr(tokenizer, "response_template", None) is None:
+        tokenizer.response_template = chat_template_utils.qwen3_template
+
+
+def _trainer(
+    settings: GRPOSettings,
+    model: Any,
+    processor: Any,
+    budget: ImageBudget,
+    protocol: Protocol,
+    spec: RewardSpec,
+    sandbox: Sandbox | RemoteSandbox,
+    rows: Any,
+    run_manifest: dict[str, Any],
+    on_log: Callable[[dict[str, Any]], None] | None,
+) -> Any:
+    import os
+
+    import trl
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    return trl.GRPOTrainer(
+        model=model,
+        reward_funcs=[RolloutReward(spec, protocol, processor.tokenizer)],
+        args=grpo_config(settings),
+        train_dataset=rows,
+        processing_class=processor,
+        environment_factory=environment_class(protocol, sandbox, budget),
+        peft_config=lora_config(settings),
+        callbacks=[manifest_callback(run_manifest, on_log)],
+    )
+
+
+def grpo_config(settings: GRPOSettings) -> Any:
+    """TRL's ``GRPOConfig`` for the settings; each codevision key maps onto one TRL key (docs/training.md)."""
+    import torch
+    import trl
+
+    vllm = {"use_vllm": settings.use_vllm}
+    if settings.use_vllm:
+        vllm |= {"vllm_mode": settings.vllm_mode, "vllm_gpu_memory_utilization": settings.vllm_gpu_memory_utilization}
+        if settings.vllm_mode == "server":
+            if not settings.vllm_server_base_url:
+                raise TrainingError("vllm_mode: server needs vllm_server_base_url (where trl vllm-serve listens)")
+            vllm["vllm_server_base_url"] = settings.vllm_server_base_url
+    return trl.GRPOConfig(
+        output_dir=settings.output_dir,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.num_epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        warmup_steps=settings.warmup_ratio,
+        lr_scheduler_type=settings.lr_scheduler,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length,
+        max_tool_calling_iterations=settings.max_turns,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        epsilon=settings.epsilon,
+        epsilon_high=settings.epsilon_high,
+        loss_type=settings.loss_type,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps" if settings.save_steps else "no",
+        save_steps=settings.save_steps or 500,
+        save_total_limit=settings.save_total_limit or None,
+        seed=settings.seed,
+        bf16=settings.dtype == "bfloat16" and torch.cuda.is_available(),
+        fp16=settings.dtype == "float16" and torch.cuda.is_available(),
+        activation_checkpointing=settings.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        report_to=[] if settings.report_to == "none" else [settings.report_to],
+        **vllm,
+    )

@@ -1,0 +1,88 @@
+"""``codevision train grpo`` end to end on CPU: the tiny recipe, its checkpoints, and resuming after a kill.
+
+The tiny model is random, so it writes no tool call and earns nothing; what is checked here is the
+command around TRL's trainer (rows, sandbox, environment, reward terms logged, checkpoints with the
+manifest, ``final/``, ``--resume``). Tool calls inside GRPO are checked with scripted generations in
+tests/test_train_environment.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch", reason="needs torch (see .venv-transformers)")
+pytest.importorskip("trl", reason="needs trl (see .venv-transformers)")
+
+from codevision.testing import build_tiny_qwen_vl
+from codevision.train.checkpoint import MANIFEST_FILE
+from codevision.train.common import last_checkpoint
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped tiny recipe pointed at a tiny Qwen3-VL and four exported synthetic rows."""
+    root = tmp_path_factory.mktemp("grpo")
+    model = build_tiny_qwen_vl(root / "tiny", family="qwen3_vl")
+    rows = root / "rl.parquet"
+    export = [sys.executable, "-m", "codevision.cli", "data", "export", "rl", "--source", "synthetic:4"]
+    subprocess.run([*export, "--format", "trl", "-o", str(rows)], check=True, capture_output=True, timeout=300)
+    path = root / "grpo.yaml"
+    base = (REPO / "recipes" / "grpo" / "tiny_cpu.yaml").read_text()
+    # YAML keeps the last of a repeated key: the test's paths win over the recipe's.
+    path.write_text(base + f"\nmodel: {model}\ndata: [{rows}]\n")
+    return path
+
+
+def run_cli(recipe: Path, *args: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "codevision.cli", "train", "grpo", "--config", str(recipe), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_tiny_recipe_trains_and_logs_every_reward_term(recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run = run_cli(recipe, f"output_dir={out}", "--json")
+    output, errors = run.communicate(timeout=600)
+    assert run.returncode == 0, errors[-3000:]
+    outcome = json.loads(output)["outcome"]
+    assert outcome["steps"] == 2 and Path(outcome["final"]) == out / "final"
+    manifest = json.loads((out / "final" / MANIFEST_FILE).read_text())
+    assert manifest["config"]["num_generations"] == 2 and manifest["data"]["rows"] == 4
+    assert (out / "final" / "chat_template.jinja").exists()
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    logged = {key for entry in state["log_history"] for key in entry}
+    terms = {"codevision.accuracy", "codevision.format", "codevision.mandatory", "codevision.necessity"}
+    assert {f"reward/{term}" for term in terms} <= logged, sorted(logged)
+    assert {"rollout/tool_calls", "rollout/tool_error_rate", "rollout/answer_rate"} <= logged
+
+
+def test_a_run_killed_mid_training_resumes_from_its_checkpoint(recipe: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    killed = run_cli(recipe, f"output_dir={out}", "max_steps=30", "save_steps=2")
+    deadline = time.monotonic() + 300
+    while last_checkpoint(out) is None:
+        assert killed.poll() is None, killed.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    interrupted_at = last_checkpoint(out)
+    assert interrupted_at is not None and not (out / "final").exists()
+    resumed = run_cli(recipe, f"output_dir={out}", "max_steps=30", "save_steps=2", "--resume", "--json")
+    output, errors = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, errors[-3000:]
+    outcome = json.loads(output)["outcome"]
+    assert outcome["resumed_from"] == str(interrupted_at) and outcome["steps"] == 30
+    state = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())
+    steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
