@@ -24,6 +24,7 @@ pytest.importorskip("trl", reason="needs trl (see .venv-transformers)")
 from codevision.testing import build_tiny_qwen_vl
 from codevision.train.checkpoint import MANIFEST_FILE
 from codevision.train.common import last_checkpoint
+from codevision.trajectory import Trajectory
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,11 @@ def test_the_tiny_recipe_trains_and_logs_every_reward_term(recipe: Path, tmp_pat
     terms = {"codevision.accuracy", "codevision.format", "codevision.mandatory", "codevision.necessity"}
     assert {f"reward/{term}" for term in terms} <= logged, sorted(logged)
     assert {"rollout/tool_calls", "rollout/tool_error_rate", "rollout/answer_rate"} <= logged
+    # A sample of each step's rollouts, saved as trajectories the viewer reads.
+    saved = sorted((out / "rollouts").glob("step-*/*/trajectory.json"))
+    assert [path.parent.parent.name for path in saved] == ["step-000000"] * 2 + ["step-000001"] * 2
+    trajectory = Trajectory.load(saved[0])
+    assert trajectory.score is not None and "reward" in trajectory.score and trajectory.image(0).size
 
 
 def test_a_run_killed_mid_training_resumes_from_its_checkpoint(recipe: Path, tmp_path: Path) -> None:

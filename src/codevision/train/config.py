@@ -161,6 +161,10 @@ class GRPOSettings(TrainingSettings):
     sandbox_workers: int = 4
     #: Seconds a tool call may run.
     sandbox_timeout: float = 30.0
+    #: Save a sample of rollouts as trajectories every this many steps (``0``: never), under
+    #: ``output_dir/rollouts/step-N/``; ``codevision view`` shows them.
+    save_rollouts_steps: int = 0
+    save_rollouts_count: int = 4
     use_vllm: bool = False
     vllm_mode: VllmMode = "colocate"
     #: ``vllm_mode: server``: the ``trl vllm-serve`` address.

@@ -36,6 +36,9 @@ from codevision.train.config import GRPOSettings, as_dict
 from codevision.train.environment import environment_class, release_all
 from codevision.train.rollouts import RolloutReward
 
+#: Where the sampled rollouts go, under output_dir.
+ROLLOUTS_FOLDER = "rollouts"
+
 
 @dataclass
 class GRPOOutcome:
@@ -143,7 +146,16 @@ def _trainer(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     return trl.GRPOTrainer(
         model=model,
-        reward_funcs=[RolloutReward(spec, protocol, processor.tokenizer)],
+        reward_funcs=[
+            RolloutReward(
+                spec,
+                protocol,
+                processor.tokenizer,
+                save_dir=Path(settings.output_dir) / ROLLOUTS_FOLDER,
+                save_every=settings.save_rollouts_steps,
+                save_count=settings.save_rollouts_count,
+            )
+        ],
         args=grpo_config(settings),
         train_dataset=rows,
         processing_class=processor,

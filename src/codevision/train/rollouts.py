@@ -14,6 +14,7 @@ tokens kept).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from codevision.protocols.base import Protocol
@@ -71,12 +72,27 @@ class RolloutReward:
     trajectories and rewards, for saving samples and for tests.
     """
 
-    def __init__(self, spec: RewardSpec, protocol: Protocol, tokenizer: Any) -> None:
+    def __init__(
+        self,
+        spec: RewardSpec,
+        protocol: Protocol,
+        tokenizer: Any,
+        *,
+        save_dir: str | Path | None = None,
+        save_every: int = 0,
+        save_count: int = 4,
+    ) -> None:
         self.spec = spec
         self.protocol = protocol
         self.tokenizer = tokenizer
         self.__name__ = "codevision_reward"
         self.last: list[tuple[Trajectory, float, dict[str, float]]] = []
+        #: Every ``save_every`` steps, the step's first ``save_count`` rollouts are saved as trajectories
+        #: under ``save_dir/step-N/`` (scored with their reward), for ``codevision view``.
+        self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.save_every = save_every
+        self.save_count = save_count
+        self._saved_steps: set[int] = set()
 
     def __call__(
         self,
@@ -98,7 +114,20 @@ class RolloutReward:
             self.last.append((trajectory, result.total, dict(result.breakdown)))
         if log_metric is not None:
             self._log(log_metric)
+        state = kwargs.get("trainer_state")
+        if state is not None:
+            self._save_sample(int(state.global_step), bool(getattr(state, "is_world_process_zero", True)))
         return [reward for _, reward, _ in self.last]
+
+    def _save_sample(self, step: int, main_process: bool) -> None:
+        if self.save_dir is None or not self.save_every or step % self.save_every or step in self._saved_steps:
+            return
+        self._saved_steps.add(step)
+        if not main_process:
+            return
+        for number, (trajectory, total, breakdown) in enumerate(self.last[: self.save_count]):
+            trajectory.score = {"reward": total, **breakdown}
+            trajectory.save(self.save_dir / f"step-{step:06d}" / f"{number:02d}-{trajectory.task_id}")
 
     def _log(self, log_metric: Any) -> None:
         count = len(self.last)
