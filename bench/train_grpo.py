@@ -32,6 +32,8 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import functools
+import io
 import json
 import os
 import platform
@@ -40,6 +42,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -344,7 +347,9 @@ def check_blocks(blocks: Any, env: SandboxEnvironment, case: Case) -> None:
 
 def check_result(result: RunResult, case: Case) -> None:
     if not result.ok or len(result.images) != int(case.returns_image):
-        raise BenchmarkError(f"session.run on {case.key!r}: {result.status}, {len(result.images)} images: {result.error}")
+        raise BenchmarkError(
+            f"session.run on {case.key!r}: {result.status}, {len(result.images)} images: {result.error}"
+        )
 
 
 def env_rollout(env: SandboxEnvironment, image: Image.Image, case: Case, calls: int) -> Rollout:
@@ -395,9 +400,9 @@ def measure_calls(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             probe = Probe()
             probed = probed_environment_class(protocol, sandbox, budget, probe)()
             sides: dict[str, Callable[[], Rollout]] = {
-                ENV: lambda: env_rollout(plain, image, case, args.calls),
-                BARE: lambda: bare_rollout(sandbox, image, case, args.calls),
-                PROBED: lambda: env_rollout(probed, image, case, args.calls),
+                ENV: functools.partial(env_rollout, plain, image, case, args.calls),
+                BARE: functools.partial(bare_rollout, sandbox, image, case, args.calls),
+                PROBED: functools.partial(env_rollout, probed, image, case, args.calls),
             }
             for side in sides.values():  # warm-up: imports, caches, the fork server's pool
                 side()
@@ -631,6 +636,7 @@ def quiet_stdout() -> Iterator[None]:
 def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """``trainer.train()`` for warm-up + measured steps, each step's time split by part."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import datasets
     import torch
     import transformers
     from trl import GRPOConfig, GRPOTrainer, chat_template_utils
@@ -639,7 +645,10 @@ def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     from codevision.demo import SIGN
     from codevision.testing import build_tiny_qwen_vl
 
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()  # also turns the trainer's progress bars off
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing renames
     clock = StepClock()
     failures: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="bench-train-grpo-"))
@@ -725,7 +734,7 @@ def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 f"{torch.get_num_threads()} torch threads …[/dim]"
             )
             started = time.perf_counter()
-            with contextlib.redirect_stdout(sys.stderr):  # the trainer's final log line
+            with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its log lines
                 trainer.train()
             train_seconds = time.perf_counter() - started
             for environment in trainer.environments or []:
@@ -823,6 +832,14 @@ def render_projection(calls: dict[str, Any], args: argparse.Namespace, console: 
     first_env, first_bare = env["first_p50"] / 1000, bare["first_p50"] / 1000
     release_env, release_bare = env["release_p50"] / 1000, bare["release_p50"] / 1000
     completions, generation = args.recipe_completions, args.recipe_generation_s
+    if generation == RECIPE_GENERATION_S:
+        console.print(
+            f"Assumed generation time per step: {generation:g} s. ../shared/reference/engines.md has no vLLM "
+            "throughput figures, so this is an estimate, not a measurement: 512 completions x ~3,000 sampled "
+            "tokens = ~1.5 M tokens per step, at ~2,000 output tokens/s per GPU (a 7-8B VLM under vLLM at high "
+            "concurrency) on the recipe's 16 GPUs = ~48 s, rounded up for image prefill and the longest "
+            "rollout's tail. Pass --recipe-generation-s for another figure."
+        )
     table = Table(
         title=f"Projection: {completions} completions per step, 1-MP rotations, TRL's sequential tool loop",
         caption=f"generation per step assumed {generation:g} s (--recipe-generation-s); per process: the "
@@ -872,14 +889,14 @@ def render_projection(calls: dict[str, Any], args: argparse.Namespace, console: 
         f"{tool / generation:.2f}x. TRL does not overlap the two (each turn's generation waits for every call of the "
         f"turn before), so the step takes about {tool + generation:.0f} s instead of {generation:g} s."
     )
-    verdict = (
-        "the sandbox IS the bottleneck" if tool > generation else "the sandbox is NOT the bottleneck (generation is)"
-    )
+    verdict = "IS the bottleneck" if tool > generation else "is NOT the bottleneck (generation is)"
+    spread = "IS the bottleneck" if local > generation else "is NOT the bottleneck"
     console.print(
-        f"Verdict, one process driving all {completions} completions: {verdict}; the tool time equals the assumed "
-        f"generation time at {breakeven_calls:.1f} warm calls per completion, or with generation at {tool:.0f} s per "
-        f"step. Spread over {args.recipe_ranks} processes (TRL runs each process's own completions' calls), it is "
-        f"{local:.1f} s per step, {100 * local / (local + generation):.1f}% of the step. Of the per-call time, "
+        f"Verdict: with one process running all {completions} completions' calls one after another, the sandbox "
+        f"{verdict}: break-even is {breakeven_calls:.1f} warm calls per completion at {generation:g} s of "
+        f"generation, or {tool:.0f} s of generation at {args.recipe_calls} calls. With the completions spread over "
+        f"{args.recipe_ranks} processes (TRL runs each process's own completions' calls), the sandbox {spread}: "
+        f"{local:.1f} s per step, {100 * local / (local + generation):.1f}% of the step. Of a warm call, "
         f"{100 * (1 - warm_bare / warm_env):.0f}% is the environment's own work and "
         f"{100 * warm_bare / warm_env:.0f}% the bare sandbox run."
     )
@@ -948,7 +965,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_started = time.perf_counter()
     load_before = os.getloadavg()
     console.print(
-        f"Python {platform.python_version()}; {os.cpu_count()} CPUs; load average {', '.join(f'{v:.2f}' for v in load_before)}"
+        f"Python {platform.python_version()}; {os.cpu_count()} CPUs; load average "
+        f"{', '.join(f'{v:.2f}' for v in load_before)}"
         f" at the start; part 1 budget: Qwen3-VL release processor ({QWEN3_VL_BUDGET.factor}-px factor, "
         f"{QWEN3_VL_BUDGET.min_pixels:,}..{QWEN3_VL_BUDGET.max_pixels:,} pixels)"
     )

@@ -81,3 +81,56 @@ def test_bad_calls_and_crashes_end_in_the_models_reply_not_the_run(sandbox: Sand
 def test_a_protocol_without_tool_schemas_has_no_environment(sandbox: Sandbox) -> None:
     with pytest.raises(ValueError, match="declares no tool schema"):
         environment_class(get_protocol("direct"), sandbox, BUDGET)
+
+
+@pytest.mark.parametrize(
+    ("used", "correct", "paid"),
+    [
+        # Tools helped: 2/2 with a tool, 0/2 without; each correct tool rollout gets the gap.
+        ([True, True, False, False], [True, True, False, False], [1.0, 1.0, 0.0, 0.0]),
+        # Two correct without a tool: the question did not need them, nothing is paid.
+        ([True, False, False, True], [True, True, True, False], [0.0, 0.0, 0.0, 0.0]),
+        # One correct without a tool is allowed: gap 1/2 - 1/2 = 0.
+        ([True, True, False, False], [True, False, True, False], [0.0, 0.0, 0.0, 0.0]),
+        # No rollout went without tools: the gap is the tool rollouts' accuracy.
+        ([True, True, True, True], [True, False, False, False], [0.25, 0.0, 0.0, 0.0]),
+    ],
+)
+def test_the_group_necessity_term_is_the_released_one(used: list[bool], correct: list[bool], paid: list[float]) -> None:
+    from codevision.rewards.codevision import group_necessity
+
+    assert group_necessity(used, correct) == pytest.approx(paid)
+
+
+def test_the_reward_step_pays_group_necessity_per_prompt(sandbox: Sandbox) -> None:
+    from codevision.train.rollouts import RolloutReward
+
+    protocol = get_protocol()
+    task = SIGN.task()
+    cls = environment_class(protocol, sandbox, BUDGET)
+    rollouts = []
+    for calls_tool in (True, False):
+        environment = cls()
+        environment.reset(images=task.load_images(), question=task.question, answers=task.answers, task_id=task.id)
+        if calls_tool:
+            environment.code_image_tool(code="display(image.rotate(180))", image_index=0)
+        rollouts.append(environment)
+    played = run_agent(task, ScriptedPolicy(list(SIGN.replies)), sandbox, protocol)
+    texts = [completion(*(turn.text for turn in played.turns)), completion("<answer>wrong</answer>")]
+
+    class Words:
+        def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+            return texts[ids[0]]
+
+    spec = RewardSpec.model_validate({"codevision": {"beta": 0.5}})
+    reward = RolloutReward(spec, protocol, Words(), group_size=2)
+    totals = reward(prompts=[[], []], completions=[[], []], completion_ids=[[0], [1]], environments=rollouts)
+    per_trajectory = [spec.compute(task, trajectory) for trajectory, _, _ in reward.last]
+    # Tool rollout right, no-tool rollout wrong: the gap of 1, times beta, goes to the tool rollout only.
+    assert reward.last[0][2]["codevision.necessity"] == pytest.approx(0.5)
+    assert reward.last[1][2]["codevision.necessity"] == 0.0
+    assert totals[0] == pytest.approx(
+        per_trajectory[0].total - per_trajectory[0].breakdown["codevision.necessity"] + 0.5
+    )
+    for environment in rollouts:
+        environment._release()

@@ -29,6 +29,7 @@ lineage the host verified against their pixels earn anything:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -283,3 +284,25 @@ def codevision_reward(
         "outcome": outcome.details,
     }
     return RewardResult(sum(breakdown.values()), breakdown, details)
+
+
+def group_necessity(used_tools: Sequence[bool], correct: Sequence[bool]) -> list[float]:
+    """CodeVision's released necessity term over one prompt's rollouts (a GRPO group), before ``beta``.
+
+    The gap ``max(0, accuracy of the rollouts that used a tool − accuracy of those that did not)``
+    is paid to each correct rollout that used a tool, unless at least two rollouts were correct
+    without one (the question did not need tools). A single trajectory has no group, so evaluation
+    reports the per-trajectory term of :func:`codevision_reward` instead.
+    """
+    if len(used_tools) != len(correct):
+        raise ValueError(f"{len(used_tools)} tool flags for {len(correct)} verdicts")
+    with_tool = [ok for used, ok in zip(used_tools, correct, strict=True) if used]
+    without = [ok for used, ok in zip(used_tools, correct, strict=True) if not used]
+    gap = max(0.0, _mean(with_tool) - _mean(without))
+    if sum(without) >= 2:
+        gap = 0.0
+    return [gap if used and ok else 0.0 for used, ok in zip(used_tools, correct, strict=True)]
+
+
+def _mean(values: Sequence[bool]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -102,6 +102,11 @@ def train_grpo(
     processor, budget, chat_template = load_processor(settings)
     _give_tool_parser(processor)
     spec = reward_spec(settings)
+    if spec.weights.get("codevision") and spec.codevision.beta and settings.batch_size % settings.num_generations:
+        raise TrainingError(
+            f"the necessity term is computed per group of {settings.num_generations} rollouts, but batch_size "
+            f"{settings.batch_size} splits groups: make batch_size a multiple of num_generations, or set beta to 0"
+        )
     rows = load_rows(settings)
     transformers.set_seed(settings.seed)
     # As in SFT: a full fine-tune resumes from the checkpoint's weights, mapped by from_pretrained.
@@ -154,6 +159,7 @@ def _trainer(
                 save_dir=Path(settings.output_dir) / ROLLOUTS_FOLDER,
                 save_every=settings.save_rollouts_steps,
                 save_count=settings.save_rollouts_count,
+                group_size=settings.num_generations,
             )
         ],
         args=grpo_config(settings),

@@ -19,6 +19,7 @@ from typing import Any
 
 from codevision.protocols.base import Protocol
 from codevision.protocols.toolcalls import ToolProtocol, find_blocks
+from codevision.rewards.codevision import group_necessity
 from codevision.rewards.spec import RewardSpec
 from codevision.train.environment import SandboxEnvironment
 from codevision.trajectory import Trajectory, Turn
@@ -81,6 +82,7 @@ class RolloutReward:
         save_dir: str | Path | None = None,
         save_every: int = 0,
         save_count: int = 4,
+        group_size: int | None = None,
     ) -> None:
         self.spec = spec
         self.protocol = protocol
@@ -93,6 +95,9 @@ class RolloutReward:
         self.save_every = save_every
         self.save_count = save_count
         self._saved_steps: set[int] = set()
+        #: Completions per prompt (GRPO's ``num_generations``), consecutive in a batch: the group-level
+        #: necessity term is computed over each group.
+        self.group_size = group_size
 
     def __call__(
         self,
@@ -106,18 +111,38 @@ class RolloutReward:
         if environments is None:
             raise ValueError("the codevision reward needs the rollouts' environments: train with environment_factory")
         self.last = []
+        verdicts: list[bool] = []
         for ids, environment in zip(completion_ids, environments, strict=True):
             text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
             trajectory = episode(environment, text, self.protocol)
             assert environment.task is not None
             result = self.spec.compute(environment.task, trajectory)
             self.last.append((trajectory, result.total, dict(result.breakdown)))
+            verdicts.append(bool(result.details.get("codevision", {}).get("outcome", {}).get("correct")))
+        self._group_necessity(verdicts)
         if log_metric is not None:
             self._log(log_metric)
         state = kwargs.get("trainer_state")
         if state is not None:
             self._save_sample(int(state.global_step), bool(getattr(state, "is_world_process_zero", True)))
         return [reward for _, reward, _ in self.last]
+
+    def _group_necessity(self, verdicts: list[bool]) -> None:
+        """Replace each rollout's necessity term by the released group-level one (``beta`` weighs it)."""
+        weight = self.spec.weights.get("codevision", 0.0) * self.spec.codevision.beta
+        size = self.group_size
+        if not weight or not size:
+            return
+        if len(self.last) % size:
+            raise ValueError(f"{len(self.last)} completions do not split into groups of {size}")
+        for start in range(0, len(self.last), size):
+            group = self.last[start : start + size]
+            used = [any(turn.outcomes for turn in trajectory.turns) for trajectory, _, _ in group]
+            paid = group_necessity(used, verdicts[start : start + size])
+            for offset, ((trajectory, total, breakdown), value) in enumerate(zip(group, paid, strict=True)):
+                term = weight * value
+                adjusted = total + term - breakdown.get("codevision.necessity", 0.0)
+                self.last[start + offset] = (trajectory, adjusted, {**breakdown, "codevision.necessity": term})
 
     def _save_sample(self, step: int, main_process: bool) -> None:
         if self.save_dir is None or not self.save_every or step % self.save_every or step in self._saved_steps:
