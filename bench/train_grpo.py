@@ -439,9 +439,20 @@ def firsts(report: dict[str, Any], case: str, side: str, with_setup: bool) -> li
 def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Console) -> dict[str, Any]:
     table = Table(
         title=f"Per tool call (ms): {args.rollouts} rollouts of {args.calls} calls per side and case, warm = calls 2..",
-        caption="first: the environment's first call opens the session; session.run's is open + first run",
+        caption="first: the environment's first call opens the session; session.run's is open + first run; "
+        "release: the environment's _release() / the session's close()",
     )
-    for column in ("case", "side", "n warm", "warm p50", "warm p95", "warm mean", "first p50", "release p50"):
+    for column in (
+        "case",
+        "side",
+        "n warm",
+        "warm p50",
+        "warm p95",
+        "warm mean",
+        "first p50",
+        "reset p50",
+        "release p50",
+    ):
         table.add_column(column, justify="left" if column in ("case", "side") else "right")
     ratios = Table(title=f"environment / session.run (target: warm p50 <= {OVERHEAD_TARGET:g}x on the 1-MP rotation)")
     for column in ("case", "warm p50", "warm p95", "warm mean", "first p50", "env - bare, warm p50 ms"):
@@ -470,6 +481,7 @@ def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Cons
                 f"{p95:.2f}",
                 f"{figures[side]['warm_mean']:.2f}",
                 f"{figures[side]['first_p50']:.2f}",
+                "-" if side == BARE else f"{figures[side]['reset_p50']:.2f}",
                 f"{figures[side]['release_p50']:.2f}",
                 end_section=index == len(SYSTEMS) - 1,
             )
@@ -485,12 +497,11 @@ def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Cons
     console.print(ratios)
 
     parts = Table(
-        title="Where a warm environment call goes (ms; the timed-parts side, its warm calls)",
-        caption="mean parts add up to the whole call; share = part mean / whole mean",
+        title="Where a warm environment call goes: mean ms over the timed-parts side's warm calls",
+        caption="the parts add up to the whole call; share = part / whole",
     )
     parts.add_column("part")
     for case in CASES:
-        parts.add_column(f"{case.key} p50", justify="right")
         parts.add_column(f"{case.key} mean", justify="right")
         parts.add_column("share", justify="right")
     warm_parts = {}
@@ -503,7 +514,7 @@ def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Cons
         for case in CASES:
             values = [ms(call[key]) for call in warm_parts[case.key]]
             whole = mean([ms(call["whole"]) for call in warm_parts[case.key]])
-            cells += [f"{p50_p95(values)[0]:.3f}", f"{mean(values):.3f}", f"{100 * mean(values) / whole:.0f}%"]
+            cells += [f"{mean(values):.3f}", f"{100 * mean(values) / whole:.0f}%"]
         parts.add_row(label, *cells, end_section=key == PARTS[-1][0])
     console.print(parts)
     empty = p50_p95(report["empty_asyncio_run_ms"])[0]

@@ -134,3 +134,48 @@ def test_the_reward_step_pays_group_necessity_per_prompt(sandbox: Sandbox) -> No
     )
     for environment in rollouts:
         environment._release()
+
+
+def test_a_judge_settles_free_form_answers_and_its_outage_falls_back_to_the_rules(sandbox: Sandbox) -> None:
+    import asyncio
+    import socket
+
+    from codevision.policies.fake_server import FakeOpenAIServer
+    from codevision.scoring import LLMJudge
+    from codevision.train.rollouts import JudgedRolloutReward
+
+    protocol, task = get_protocol(), SIGN.task()
+    environment = environment_class(protocol, sandbox, BUDGET)()
+    # "verl" scoring leaves an answer that is not the reference to a judge.
+    environment.reset(images=task.load_images(), question=task.question, answers=task.answers, source="verl")
+    texts = [completion("<answer>the sign says it, in capitals</answer>")]
+
+    class Words:
+        def decode(self, ids: list[int], skip_special_tokens: bool) -> str:
+            return texts[ids[0]]
+
+    spec = RewardSpec()
+    logged: dict[str, float] = {}
+
+    def score(judge: LLMJudge) -> tuple[float, JudgedRolloutReward]:
+        reward = JudgedRolloutReward(spec, protocol, Words(), judge)
+        call = reward(
+            prompts=[[]],
+            completions=[[]],
+            completion_ids=[[0]],
+            environments=[environment],
+            log_metric=logged.__setitem__,
+        )
+        return asyncio.run(call)[0], reward
+
+    rules = spec.compute(environment.task, episode(environment, texts[0], protocol)).total
+    with FakeOpenAIServer(lambda body: "Correct") as server:
+        judged, _ = score(LLMJudge(server.url, server.model, backoff=0.01))
+        assert server.request_count == 1
+    assert judged > rules and logged["reward/judge_fallbacks"] == 0.0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    fallback, reward = score(LLMJudge(dead, "judge", retries=1, backoff=0.01, timeout=2))
+    assert fallback == pytest.approx(rules) and reward.fallbacks == 1 and logged["reward/judge_fallbacks"] == 1.0
+    environment._release()

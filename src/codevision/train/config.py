@@ -155,6 +155,13 @@ class GRPOSettings(TrainingSettings):
     epsilon_high: float = 0.28
     #: TRL's loss aggregation; ``dapo`` is the token mean over the batch (CodeVision's).
     loss_type: str = "dapo"
+    #: An OpenAI-compatible judge for answers the rules leave open (``null``: rules alone); replies are
+    #: cached in ``judge_cache``; a judge that stays down is replaced by the rules, and counted.
+    judge_url: str | None = None
+    judge_model: str = "judge"
+    judge_cache: str | None = None
+    judge_timeout: float = 60.0
+    judge_retries: int = 3
     #: A sandbox service (``codevision sandbox serve``) URL; ``null``: local sandbox workers.
     sandbox_url: str | None = None
     sandbox_token: str | None = None
@@ -290,7 +297,7 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
 
 
 # Settings that are paths, resolved against the folder of the file that names them.
-_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "system_prompt", "tools", "reward_spec")
+_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "system_prompt", "tools", "reward_spec", "judge_cache")
 
 
 def _resolve_paths(cls: type, data: dict[str, Any], base: Path) -> dict[str, Any]:

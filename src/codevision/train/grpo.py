@@ -22,6 +22,7 @@ from codevision.protocols import get_protocol
 from codevision.protocols.base import Protocol
 from codevision.rewards.spec import RewardSpec
 from codevision.sandbox import RemoteSandbox, Sandbox
+from codevision.scoring import LLMJudge
 from codevision.train.checkpoint import manifest
 from codevision.train.common import (
     TrainingError,
@@ -34,7 +35,7 @@ from codevision.train.common import (
 )
 from codevision.train.config import GRPOSettings, as_dict
 from codevision.train.environment import environment_class, release_all
-from codevision.train.rollouts import RolloutReward
+from codevision.train.rollouts import JudgedRolloutReward, RolloutReward
 
 #: Where the sampled rollouts go, under output_dir.
 ROLLOUTS_FOLDER = "rollouts"
@@ -151,17 +152,7 @@ def _trainer(
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     return trl.GRPOTrainer(
         model=model,
-        reward_funcs=[
-            RolloutReward(
-                spec,
-                protocol,
-                processor.tokenizer,
-                save_dir=Path(settings.output_dir) / ROLLOUTS_FOLDER,
-                save_every=settings.save_rollouts_steps,
-                save_count=settings.save_rollouts_count,
-                group_size=settings.num_generations,
-            )
-        ],
+        reward_funcs=[rollout_reward(settings, spec, protocol, processor.tokenizer)],
         args=grpo_config(settings),
         train_dataset=rows,
         processing_class=processor,
@@ -169,6 +160,26 @@ def _trainer(
         peft_config=lora_config(settings),
         callbacks=[manifest_callback(run_manifest, on_log)],
     )
+
+
+def rollout_reward(settings: GRPOSettings, spec: RewardSpec, protocol: Protocol, tokenizer: Any) -> RolloutReward:
+    """The reward function: the RewardSpec on each rollout, with the judge when one is configured."""
+    options: dict[str, Any] = {
+        "save_dir": Path(settings.output_dir) / ROLLOUTS_FOLDER,
+        "save_every": settings.save_rollouts_steps,
+        "save_count": settings.save_rollouts_count,
+        "group_size": settings.num_generations,
+    }
+    if settings.judge_url is None:
+        return RolloutReward(spec, protocol, tokenizer, **options)
+    judge = LLMJudge(
+        settings.judge_url,
+        settings.judge_model,
+        cache=settings.judge_cache,
+        timeout=settings.judge_timeout,
+        retries=settings.judge_retries,
+    )
+    return JudgedRolloutReward(spec, protocol, tokenizer, judge, **options)
 
 
 def grpo_config(settings: GRPOSettings) -> Any:

@@ -13,14 +13,19 @@ tokens kept).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from codevision.protocols.base import Protocol
 from codevision.protocols.toolcalls import ToolProtocol, find_blocks
+from codevision.rewards.base import RewardResult
 from codevision.rewards.codevision import group_necessity
 from codevision.rewards.spec import RewardSpec
+from codevision.scoring import LLMJudge
+from codevision.scoring.judge import JudgeError
+from codevision.task import Task
 from codevision.train.environment import SandboxEnvironment
 from codevision.trajectory import Trajectory, Turn
 
@@ -108,17 +113,30 @@ class RolloutReward:
         log_metric: Any = None,
         **kwargs: Any,
     ) -> list[float]:
+        rollouts = self._rollouts(completion_ids, environments)
+        return self._finish([(task, t, self.spec.compute(task, t)) for task, t in rollouts], log_metric, kwargs)
+
+    def _rollouts(
+        self, completion_ids: Sequence[Sequence[int]], environments: Sequence[SandboxEnvironment] | None
+    ) -> list[tuple[Task, Trajectory]]:
         if environments is None:
             raise ValueError("the codevision reward needs the rollouts' environments: train with environment_factory")
-        self.last = []
-        verdicts: list[bool] = []
+        rollouts = []
         for ids, environment in zip(completion_ids, environments, strict=True):
             text = self.tokenizer.decode(list(ids), skip_special_tokens=False)
-            trajectory = episode(environment, text, self.protocol)
-            assert environment.task is not None
-            result = self.spec.compute(environment.task, trajectory)
-            self.last.append((trajectory, result.total, dict(result.breakdown)))
-            verdicts.append(bool(result.details.get("codevision", {}).get("outcome", {}).get("correct")))
+            if environment.task is None:
+                raise ValueError("a rollout's environment was never reset")
+            rollouts.append((environment.task, episode(environment, text, self.protocol)))
+        return rollouts
+
+    def _finish(
+        self, scored: list[tuple[Task, Trajectory, RewardResult]], log_metric: Any, kwargs: dict[str, Any]
+    ) -> list[float]:
+        """Group terms, metrics and saved samples for the step's rewards; the totals TRL receives."""
+        self.last = [(trajectory, result.total, dict(result.breakdown)) for _, trajectory, result in scored]
+        verdicts = [
+            bool(result.details.get("codevision", {}).get("outcome", {}).get("correct")) for *_, result in scored
+        ]
         self._group_necessity(verdicts)
         if log_metric is not None:
             self._log(log_metric)
@@ -169,3 +187,42 @@ class RolloutReward:
         log_metric("rollout/tool_calls", sum(calls) / count)
         log_metric("rollout/tool_error_rate", sum(errors) / len(errors) if errors else 0.0)
         log_metric("rollout/answer_rate", sum(t.final_answer is not None for t, _, _ in self.last) / count)
+
+
+class JudgedRolloutReward(RolloutReward):
+    """:class:`RolloutReward` with an answer judge, for answers the rules leave open (free-form ones).
+
+    TRL awaits it on its own event loop, where the judge's connections live, and judges a step's
+    rollouts concurrently. A judge that stays down after its retries never stops training: the
+    rollouts it could not judge are scored by the rules alone, and ``reward/judge_fallbacks`` counts
+    them per step.
+    """
+
+    def __init__(self, spec: RewardSpec, protocol: Protocol, tokenizer: Any, judge: LLMJudge, **options: Any) -> None:
+        super().__init__(spec, protocol, tokenizer, **options)
+        self.judge = judge
+        self.fallbacks = 0
+
+    async def __call__(  # type: ignore[override]
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Any],
+        completion_ids: Sequence[Sequence[int]],
+        environments: Sequence[SandboxEnvironment] | None = None,
+        log_metric: Any = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        rollouts = self._rollouts(completion_ids, environments)
+        results = await asyncio.gather(*(self._judged(task, trajectory) for task, trajectory in rollouts))
+        fallbacks = sum(fell_back for _, fell_back in results)
+        self.fallbacks += fallbacks
+        if log_metric is not None:
+            log_metric("reward/judge_fallbacks", float(fallbacks))
+        scored = [(task, trajectory, result) for (task, trajectory), (result, _) in zip(rollouts, results, strict=True)]
+        return self._finish(scored, log_metric, kwargs)
+
+    async def _judged(self, task: Task, trajectory: Trajectory) -> tuple[RewardResult, bool]:
+        try:
+            return await self.spec.acompute(task, trajectory, judge=self.judge), False
+        except JudgeError:
+            return self.spec.compute(task, trajectory), True
