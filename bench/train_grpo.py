@@ -930,7 +930,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     calls = parser.add_argument_group("part 1: per call")
-    calls.add_argument("--rollouts", type=int, default=12, help="rollouts per side and case (default 12)")
+    calls.add_argument("--rollouts", type=int, default=20, help="rollouts per side and case (default 20)")
     calls.add_argument(
         "--calls", type=int, default=RECIPE_MAX_CALLS, help=f"calls per rollout (default {RECIPE_MAX_CALLS})"
     )

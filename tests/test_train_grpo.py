@@ -50,9 +50,10 @@ def run_cli(recipe: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_the_tiny_recipe_trains_and_logs_every_reward_term(recipe: Path, tmp_path: Path) -> None:
+def test_the_tiny_recipe_trains_evaluates_and_logs_every_reward_term(recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    run = run_cli(recipe, f"output_dir={out}", "--json")
+    rows = recipe.parent / "rl.parquet"
+    run = run_cli(recipe, f"output_dir={out}", f"eval_data=[{rows}]", "eval_steps=1", "--json")
     output, errors = run.communicate(timeout=600)
     assert run.returncode == 0, errors[-3000:]
     outcome = json.loads(output)["outcome"]
@@ -65,9 +66,13 @@ def test_the_tiny_recipe_trains_and_logs_every_reward_term(recipe: Path, tmp_pat
     terms = {"codevision.accuracy", "codevision.format", "codevision.mandatory", "codevision.necessity"}
     assert {f"reward/{term}" for term in terms} <= logged, sorted(logged)
     assert {"rollout/tool_calls", "rollout/tool_error_rate", "rollout/answer_rate"} <= logged
+    # The held-out rows were rolled out and scored with the same terms.
+    assert {"eval_reward", "eval_reward/codevision.accuracy", "eval_rollout/tool_calls"} <= logged
     # A sample of each step's rollouts, saved as trajectories the viewer reads.
     saved = sorted((out / "rollouts").glob("step-*/*/trajectory.json"))
-    assert [path.parent.parent.name for path in saved] == ["step-000000"] * 2 + ["step-000001"] * 2
+    steps = [path.parent.parent.name for path in saved]
+    # Steps 0 and 1 from training; the evaluation after the last step saves its own at step 2.
+    assert steps == ["step-000000"] * 2 + ["step-000001"] * 2 + ["step-000002"] * 2
     trajectory = Trajectory.load(saved[0])
     assert trajectory.score is not None and "reward" in trajectory.score and trajectory.image(0).size
 

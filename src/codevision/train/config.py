@@ -155,6 +155,9 @@ class GRPOSettings(TrainingSettings):
     epsilon_high: float = 0.28
     #: TRL's loss aggregation; ``dapo`` is the token mean over the batch (CodeVision's).
     loss_type: str = "dapo"
+    #: Held-out GRPO rows, rolled out and scored every ``eval_steps`` steps (TRL's ``eval_*`` metrics).
+    eval_data: list[str] = field(default_factory=list)
+    eval_steps: int = 0
     #: An OpenAI-compatible judge for answers the rules leave open (``null``: rules alone); replies are
     #: cached in ``judge_cache``; a judge that stays down is replaced by the rules, and counted.
     judge_url: str | None = None
@@ -297,7 +300,17 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
 
 
 # Settings that are paths, resolved against the folder of the file that names them.
-_PATH_KEYS = ("model", "data", "output_dir", "chat_template", "system_prompt", "tools", "reward_spec", "judge_cache")
+_PATH_KEYS = (
+    "model",
+    "data",
+    "output_dir",
+    "chat_template",
+    "system_prompt",
+    "tools",
+    "reward_spec",
+    "judge_cache",
+    "eval_data",
+)
 
 
 def _resolve_paths(cls: type, data: dict[str, Any], base: Path) -> dict[str, Any]:

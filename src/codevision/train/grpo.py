@@ -51,14 +51,14 @@ class GRPOOutcome:
     log: list[dict[str, Any]]
 
 
-def load_rows(settings: GRPOSettings) -> Any:
+def load_rows(paths: list[str]) -> Any:
     """The TRL GRPO rows of every data file, as one dataset with PIL images."""
     import datasets
 
     from codevision.data.hf import load_trl_dataset
 
     parts = []
-    for path in settings.data:
+    for path in paths:
         if not Path(path).is_file() or Path(path).suffix != ".parquet":
             raise TrainingError(
                 f"training data {path} is not a parquet file; train grpo reads TRL GRPO rows "
@@ -68,7 +68,7 @@ def load_rows(settings: GRPOSettings) -> Any:
     rows = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     missing = {"prompt", "images"} - set(rows.column_names)
     if missing:
-        raise TrainingError(f"{settings.data[0]}: the rows have no {', '.join(sorted(missing))} column")
+        raise TrainingError(f"{paths[0]}: the rows have no {', '.join(sorted(missing))} column")
     return rows
 
 
@@ -108,7 +108,10 @@ def train_grpo(
             f"the necessity term is computed per group of {settings.num_generations} rollouts, but batch_size "
             f"{settings.batch_size} splits groups: make batch_size a multiple of num_generations, or set beta to 0"
         )
-    rows = load_rows(settings)
+    rows = load_rows(settings.data)
+    held_out = load_rows(settings.eval_data) if settings.eval_data else None
+    if (held_out is None) != (settings.eval_steps == 0):
+        raise TrainingError("periodic evaluation needs both eval_data and eval_steps (or neither)")
     transformers.set_seed(settings.seed)
     # As in SFT: a full fine-tune resumes from the checkpoint's weights, mapped by from_pretrained.
     weights = resumed_from if resumed_from is not None and settings.finetune == "full" else settings.model
@@ -116,7 +119,9 @@ def train_grpo(
     data = {"rows": len(rows), "files": list(settings.data)}
     run_manifest = manifest(config=as_dict(settings), chat_template=chat_template, budget=budget, data=data)
     with open_sandbox(settings) as sandbox:
-        trainer = _trainer(settings, model, processor, budget, protocol, spec, sandbox, rows, run_manifest, on_log)
+        trainer = _trainer(
+            settings, model, processor, budget, protocol, spec, sandbox, (rows, held_out), run_manifest, on_log
+        )
         trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
         release_all(trainer.environments)
     final = save_final(trainer, settings, output_dir, run_manifest)
@@ -141,7 +146,7 @@ def _trainer(
     protocol: Protocol,
     spec: RewardSpec,
     sandbox: Sandbox | RemoteSandbox,
-    rows: Any,
+    datasets: tuple[Any, Any],
     run_manifest: dict[str, Any],
     on_log: Callable[[dict[str, Any]], None] | None,
 ) -> Any:
@@ -154,7 +159,8 @@ def _trainer(
         model=model,
         reward_funcs=[rollout_reward(settings, spec, protocol, processor.tokenizer)],
         args=grpo_config(settings),
-        train_dataset=rows,
+        train_dataset=datasets[0],
+        eval_dataset=datasets[1],
         processing_class=processor,
         environment_factory=environment_class(protocol, sandbox, budget),
         peft_config=lora_config(settings),
@@ -214,6 +220,9 @@ def grpo_config(settings: GRPOSettings) -> Any:
         epsilon_high=settings.epsilon_high,
         loss_type=settings.loss_type,
         logging_steps=settings.logging_steps,
+        eval_strategy="steps" if settings.eval_steps else "no",
+        eval_steps=settings.eval_steps or None,
+        per_device_eval_batch_size=settings.batch_size,
         save_strategy="steps" if settings.save_steps else "no",
         save_steps=settings.save_steps or 500,
         save_total_limit=settings.save_total_limit or None,
