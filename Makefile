@@ -98,13 +98,15 @@ test-llamafactory: $(LF_VENV)/.installed
 
 test: test-core test-engine test-verl test-llamafactory
 
-bench: $(VENV)/.core-installed
+bench: $(VENV)/.core-installed $(ENGINE_VENV)/.installed
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/agent_loop.py
 	$(BIN)/python bench/transforms.py
 	$(BIN)/python bench/eval.py
 	$(BIN)/python bench/rewards.py
 	$(BIN)/python bench/viewer.py
+	$(ENGINE_BIN)/python bench/train_sft.py
+	$(ENGINE_BIN)/python bench/train_grpo.py
 
 clean:
 	rm -rf $(VENV) $(ENGINE_VENV) $(VERL_VENV) $(LF_VENV) codevision-out codevision-demo codevision-runs .pytest_cache .ruff_cache

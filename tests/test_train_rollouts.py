@@ -179,3 +179,19 @@ def test_a_judge_settles_free_form_answers_and_its_outage_falls_back_to_the_rule
     fallback, reward = score(LLMJudge(dead, "judge", retries=1, backoff=0.01, timeout=2))
     assert fallback == pytest.approx(rules) and reward.fallbacks == 1 and logged["reward/judge_fallbacks"] == 1.0
     environment._release()
+
+
+def test_a_subclass_that_overrides_the_call_is_used(sandbox: Sandbox) -> None:
+    base = environment_class(get_protocol(), sandbox, BUDGET)
+    seen: list[str] = []
+
+    class Counting(base):  # type: ignore[misc, valid-type]
+        def _call(self, name: str, arguments: dict) -> list | str:
+            seen.append(name)
+            return super()._call(name, arguments)
+
+    environment = Counting()
+    environment.reset(images=[SIGN.task().load_images()[0]], answers=["x"], task_id="t")
+    environment.code_image_tool(code="print(1)")
+    environment._release()
+    assert seen == ["code_image_tool"]

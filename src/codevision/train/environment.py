@@ -50,9 +50,14 @@ def environment_class(
     schemas = protocol.tool_schemas()
     if not schemas:
         raise ValueError(f"protocol {protocol.name!r} declares no tool schema, so TRL cannot call its tool")
-    methods = {schema["function"]["name"]: method_from_schema(schema, SandboxEnvironment._call) for schema in schemas}
+    methods = {schema["function"]["name"]: method_from_schema(schema, _dispatch) for schema in schemas}
     attributes = {"protocol": protocol, "sandbox": sandbox, "budget": budget, **methods}
     return type(f"{type(protocol).__name__}Environment", (SandboxEnvironment,), attributes)
+
+
+def _dispatch(environment: SandboxEnvironment, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]] | str:
+    """Route a tool method to the instance's ``_call``, so a subclass that overrides it is used."""
+    return environment._call(name, arguments)
 
 
 class SandboxEnvironment:
