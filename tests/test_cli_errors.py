@@ -205,6 +205,36 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
             "tools[0].function.name is missing",
         ),
     ],
+    "data filter": [
+        (
+            [
+                "data",
+                "filter",
+                *SCRIPTED,
+                "--source",
+                "synthetic:2",
+                "-o",
+                "f.parquet",
+                "--low",
+                "0.8",
+                "--high",
+                "0.2",
+            ],
+            "--low",
+        ),
+        (["data", "filter", *SCRIPTED, "--source", "synthetic:2", "-o", "f.parquet", "--format", "nosuch"], "nosuch"),
+        (["data", "filter", *SCRIPTED, "--source", "synthetic:2", "-o", "f.parquet", "--no-original"], "--no-original"),
+        (["data", "filter", *SCRIPTED, "--source", "tasks:empty-tasks", "-o", "f.parquet"], "empty-tasks"),
+        (["data", "filter", *SCRIPTED, "--source", "synthetic:2", "-o", "a-file"], "--overwrite"),
+        (
+            ["data", "filter", *SCRIPTED, "--source", "synthetic:2", "-o", "f.parquet", "--runs-dir", "broken"],
+            "--overwrite",
+        ),
+        (
+            ["data", "filter", *SCRIPTED, "--source", "synthetic:2", "-o", "f.parquet", "--resume", "--overwrite"],
+            "--resume",
+        ),
+    ],
     "train sft": [
         (["train", "sft", "--config", "sft-typo.yaml"], "learnig_rate"),
         (["train", "sft", "--config", "sft-list.yaml"], "sft-list.yaml"),

@@ -87,6 +87,123 @@ def export_rl(
     typer.echo(f"{rows} rows written to {out}")
 
 
+@data_app.command(
+    "filter",
+    epilog=(
+        "Examples:\n\n"
+        "  codevision data filter -m http://localhost:8000/v1 --source vstar:data/vstar --transforms all-orientation "
+        "--runs 8 -o rl.parquet\n\n"
+        "  codevision data filter -m runs/sft-7b/final --source synthetic:200 --runs 4 --low 0.2 --high 0.9 "
+        "--format trl -o rl.parquet --resume"
+    ),
+)
+def filter_command(
+    model: str = typer.Option(
+        ..., "--model", "-m", help="The model to be trained: server URL, model folder, or scripted:FILE."
+    ),
+    model_name: str | None = typer.Option(None, help="Model name to request (default: the first the server lists)."),
+    source: str = typer.Option(..., help="Candidate items, NAME:PATH (see codevision eval --help)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Parquet file of the kept items."),
+    transforms: str | None = typer.Option(None, help="Transforms, e.g. all-orientation or rotate_90,jpeg:3."),
+    original: bool = typer.Option(True, "--original/--no-original", help="Also the untransformed items."),
+    runs: int = typer.Option(8, min=1, help="Runs per item (the pass rate's denominator)."),
+    low: float = typer.Option(0.0, min=0.0, max=1.0, help="Keep items whose pass rate is above this."),
+    high: float = typer.Option(1.0, min=0.0, max=1.0, help="Keep items whose pass rate is below this."),
+    fmt: str = typer.Option("verl", "--format", help="verl or trl (GRPO)."),
+    protocol: str = typer.Option(DEFAULT_PROTOCOL, help="Protocol the model runs and is trained with."),
+    system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    runs_dir: Path | None = typer.Option(
+        None, help="Folder of the runs' results and trajectories (default: OUT.runs)."
+    ),
+    resume: bool = typer.Option(False, help="Continue the runs in --runs-dir; finished runs are not redone."),
+    concurrency: int = typer.Option(8, min=1, help="Runs in flight."),
+    seed: int = typer.Option(0, help="Seed of the transforms."),
+    timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the model."),
+    retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model."),
+    overwrite: bool = typer.Option(False, help="Replace --out and clear --runs-dir first."),
+) -> None:
+    """Keep the RL items the model solves sometimes: each runs N times, kept when low < pass rate < high.
+
+    The kept items are written in the RL export format with their pass_rate; the counts of items too
+    easy, too hard and undecided (a run failed: rerun with --resume) are printed.
+    """
+    import asyncio
+
+    from rich.console import Console
+
+    from codevision.cli.sandbox import start_sandbox
+    from codevision.cli.waits import with_wait_spinner
+    from codevision.data.filter import add_pass_rates, repeated, select
+    from codevision.eval import RunStopped, evaluate
+    from codevision.eval.scorer import make_scorer
+    from codevision.policies.factory import make_policy
+
+    if resume and overwrite:
+        raise _fail("--resume continues the runs and --overwrite deletes them: choose one")
+    if not low < high:
+        raise _fail(f"--low {low} must be below --high {high}")
+    if fmt not in ("verl", "trl"):
+        raise _fail(f"--format {fmt!r} is not known; choose verl or trl")
+    if not original and not transforms:
+        raise _fail("--no-original leaves nothing to filter without --transforms; add transforms or drop it")
+    folder = runs_dir if runs_dir is not None else out.with_name(out.name + ".runs")
+    try:
+        proto = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
+        policy = make_policy(model, model_name=model_name, timeout=timeout, retries=retries)
+        benchmark = load_benchmark(source)
+        chosen = parse_transforms(transforms) if transforms else []
+        items = list(rl_items(benchmark, chosen, base_dir=benchmark.base_dir, include_original=original, seed=seed))
+        if not items:
+            raise ValueError(f"{source} holds no items; check the path and the layout")
+    except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError, ImportError) as exc:
+        raise _fail(str(exc)) from None
+    claim_file(out, overwrite=overwrite)
+    if resume:
+        ensure_writable(folder, "--runs-dir")
+    else:
+        hint = " or --resume to continue its runs" if (folder / "results.jsonl").exists() else ""
+        claim_folder(folder, overwrite=overwrite, option="--runs-dir", hint=hint)
+    console = Console()
+    sandbox = start_sandbox(console, max_sessions=max(256, concurrency * 2))
+    try:
+        work = evaluate(
+            repeated(items, runs),
+            policy=policy,
+            sandbox=sandbox,
+            protocol=proto,
+            scorer=make_scorer(),
+            out=folder,
+            concurrency=concurrency,
+            retry_failed=resume,
+            console=console,
+        )
+        store = asyncio.run(with_wait_spinner(console, [("the model", policy)], work))
+    except RunStopped as exc:
+        console.print(f"[red]stopped:[/] {exc} Continue with --resume.")
+        raise typer.Exit(EXIT_MODEL_UNAVAILABLE) from None
+    finally:
+        sandbox.close()
+    selection = select(items, store.records, runs, low=low, high=high)
+    kept = [item for item in items if item.key in set(selection.kept)]
+    (folder / "selection.json").write_text(json.dumps({**selection.summary(), "pass_rates": selection.rates}, indent=1))
+    if kept:
+        if fmt == "verl":
+            write_verl_parquet(kept, out, proto)
+        else:
+            write_trl_grpo(kept, out, proto)
+        add_pass_rates(str(out), [item.key for item in kept], selection.rates)
+    counts = selection.summary()
+    console.print(
+        f"{counts['kept']} of {counts['items']} items kept (pass rate in ({low}, {high}) over {runs} runs): "
+        f"{counts['too_easy']} too easy, {counts['too_hard']} too hard, {counts['undecided']} undecided"
+        + (f"; written to {out}" if kept else "; nothing written")
+    )
+    if selection.undecided:
+        failed = len(selection.undecided)
+        console.print(f"{failed} items have a failed run: run the same command with --resume to retry them")
+        raise typer.Exit(EXIT_CODE_FAILED)
+
+
 @export_app.command(
     "sft",
     epilog=(
