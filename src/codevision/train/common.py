@@ -142,3 +142,19 @@ def save_final(trainer: Any, settings: TrainingSettings, output_dir: Path, run_m
         if trainer.is_world_process_zero():
             write_manifest(final, step_manifest)
     return final
+
+
+def checkpointing_arguments(enabled: bool) -> dict[str, Any]:
+    """Activation checkpointing for the trainer's config, under the name this transformers defines.
+
+    transformers 5.24 calls it ``activation_checkpointing`` (``gradient_checkpointing`` is a deprecated
+    alias that warns); earlier releases know only ``gradient_checkpointing``.
+    """
+    import dataclasses
+
+    import transformers
+
+    names = {field.name for field in dataclasses.fields(transformers.TrainingArguments)}
+    prefix = "activation" if "activation_checkpointing" in names else "gradient"
+    kwargs = {"use_reentrant": False} if enabled else None
+    return {f"{prefix}_checkpointing": enabled, f"{prefix}_checkpointing_kwargs": kwargs}

@@ -26,6 +26,7 @@ from codevision.scoring import LLMJudge
 from codevision.train.checkpoint import manifest
 from codevision.train.common import (
     TrainingError,
+    checkpointing_arguments,
     last_checkpoint,
     load_model,
     load_processor,
@@ -229,8 +230,7 @@ def grpo_config(settings: GRPOSettings) -> Any:
         seed=settings.seed,
         bf16=settings.dtype == "bfloat16" and torch.cuda.is_available(),
         fp16=settings.dtype == "float16" and torch.cuda.is_available(),
-        activation_checkpointing=settings.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        **checkpointing_arguments(settings.gradient_checkpointing),
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to=[] if settings.report_to == "none" else [settings.report_to],
         **vllm,

@@ -28,6 +28,7 @@ from codevision.protocols.base import Protocol
 from codevision.train.checkpoint import manifest, read_manifest
 from codevision.train.common import (
     TrainingError,
+    checkpointing_arguments,
     last_checkpoint,
     load_model,
     load_processor,
@@ -229,8 +230,7 @@ def _trl_config(settings: SFTSettings, output_dir: Path, *, has_eval: bool) -> A
         data_seed=settings.seed,
         bf16=settings.dtype == "bfloat16" and torch.cuda.is_available(),
         fp16=settings.dtype == "float16" and torch.cuda.is_available(),
-        activation_checkpointing=settings.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if settings.gradient_checkpointing else None,
+        **checkpointing_arguments(settings.gradient_checkpointing),
         dataloader_pin_memory=torch.cuda.is_available(),
         report_to=[] if settings.report_to == "none" else [settings.report_to],
         dataloader_num_workers=settings.dataloader_workers,
