@@ -203,3 +203,27 @@ def test_grpo_steps_with_sandbox_tool_calls_train_and_log_every_reward_term(
     assert rewards[0] > rewards[1], rewards
     changed = [name for name, parameter in model.named_parameters() if not torch.equal(before[name], parameter)]
     assert changed, "the step moved no weight"
+
+
+def test_a_call_trl_cannot_parse_ends_the_rollout_without_a_tool_run(
+    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A raw newline inside the JSON code string: the agent loop's parser repairs it and runs the code,
+    TRL's tool loop reads the reply as text and ends the episode. The reward step then sees a reply
+    whose call never ran: no outcome, no process credit."""
+    tokenizer, protocol = processor.tokenizer, get_protocol()
+    broken = (
+        '<tool_call>{"name": "code_image_tool", "arguments": {"code": "x = 1\nprint(x)", "image_index": 0}}</tool_call>'
+    )
+    assert protocol.parse(broken).actions, "the agent loop's parser repairs it"
+    reply = canonical(tokenizer, broken)
+    reward = RolloutReward(RewardSpec(), protocol, tokenizer)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir)
+    trainer = grpo_trainer(model, processor, sandbox, reward, lambda ids: [list(reply) for _ in ids], tmp_path)
+    trainer.model.eval()
+    trainer._generate_and_score_completions([trainer.train_dataset[0], trainer.train_dataset[1]])
+    assert all(env.calls == 0 for env in trainer.environments)
+    for trajectory, total, breakdown in reward.last:
+        (turn,) = trajectory.turns
+        assert turn.text == broken and turn.outcomes == [] and trajectory.stop_reason == "no_action"
+        assert breakdown["codevision.mandatory"] == 0.0 and total <= breakdown["codevision.format"]
