@@ -108,13 +108,13 @@ def grpo(model: Path, out: Path, steps: int, device: str) -> dict[str, Any]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
     import transformers
-    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, chat_template_utils
 
     from codevision.chat import ImageBudget
-    from codevision.chat.messages import to_chat
-    from codevision.data.hf import strip_none
+    from codevision.data.hf import without_none
+    from codevision.data.rl import trl_grpo_dataset
     from codevision.demo import SIGN
+    from codevision.eval import EvalItem
     from codevision.protocols import get_protocol
     from codevision.rewards.spec import RewardSpec
     from codevision.sandbox import Sandbox
@@ -124,14 +124,8 @@ def grpo(model: Path, out: Path, steps: int, device: str) -> dict[str, Any]:
     processor = transformers.AutoProcessor.from_pretrained(model, trust_remote_code=True)
     tokenizer = processor.tokenizer
     tokenizer.response_template = chat_template_utils.qwen3_template
-    budget, protocol, task = ImageBudget.from_processor(processor), get_protocol(), SIGN.task()
-    images = task.load_images()
-    chat = to_chat(protocol.initial_messages(task.question, [0]), [budget.fit(images[0])], tool_role=True)
-    user = [{"type": "image"} if part["type"] == "image" else part for part in chat[1]["content"]]
-    row = {"prompt": [chat[0], {"role": "user", "content": user}], "images": images, "task_id": task.id,
-           "question": task.question, "answers": list(task.answers)}  # fmt: skip
-    rows = Dataset.from_list([row] * 64)
-    rows.set_transform(lambda batch: {key: [strip_none(v) for v in values] for key, values in batch.items()})
+    budget, protocol = ImageBudget.from_processor(processor), get_protocol()
+    rows = without_none(trl_grpo_dataset([EvalItem(SIGN.task())], protocol).select([0] * 64))
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     call = [*tokenizer(SIGN.replies[0], add_special_tokens=False)["input_ids"], end]
     answers = [[*tokenizer(text, add_special_tokens=False)["input_ids"], end]

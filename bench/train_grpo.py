@@ -604,29 +604,14 @@ class TimedReward(RolloutReward):
             return super().__call__(*args, **kwargs)
 
 
-def sign_rows(processor: Any, count: int) -> Any:
-    """GRPO rows of the sign example, laid out as ``data export rl --format trl`` writes them (as the tests do)."""
-    from datasets import Dataset
-
-    from codevision.chat.messages import to_chat
-    from codevision.data.hf import strip_none
+def sign_rows(count: int) -> Any:
+    """GRPO rows of the sign example, built as ``data export rl --format trl`` builds them."""
+    from codevision.data.hf import without_none
+    from codevision.data.rl import trl_grpo_dataset
     from codevision.demo import SIGN
+    from codevision.eval import EvalItem
 
-    task, protocol = SIGN.task(), get_protocol()
-    images = task.load_images()
-    budget = ImageBudget.from_processor(processor)
-    chat = to_chat(protocol.initial_messages(task.question, [0]), [budget.fit(images[0])], tool_role=True)
-    user = [{"type": "image"} if part["type"] == "image" else part for part in chat[1]["content"]]
-    row = {
-        "prompt": [chat[0], {"role": "user", "content": user}],
-        "images": images,
-        "task_id": task.id,
-        "question": task.question,
-        "answers": list(task.answers),
-    }
-    dataset = Dataset.from_list([row] * count)
-    dataset.set_transform(lambda batch: {key: [strip_none(v) for v in values] for key, values in batch.items()})
-    return dataset
+    return without_none(trl_grpo_dataset([EvalItem(SIGN.task())], get_protocol()).select([0] * count))
 
 
 @contextlib.contextmanager
@@ -730,7 +715,7 @@ def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 model=model,
                 reward_funcs=[TimedReward(protocol=protocol, spec=_reward_spec(), tokenizer=tokenizer, clock=clock)],
                 args=config,
-                train_dataset=sign_rows(processor, max(8, args.completions)),
+                train_dataset=sign_rows(max(8, args.completions)),
                 processing_class=processor,
                 environment_factory=timed_environment_class(protocol, sandbox, budget, clock, failures),
                 callbacks=[Steps()],

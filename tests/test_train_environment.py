@@ -28,9 +28,10 @@ import transformers
 
 from codevision.agent import run_agent
 from codevision.chat import ChatRenderer, ImageBudget, load_template
-from codevision.chat.messages import to_chat
-from codevision.data.hf import strip_none
+from codevision.data.hf import without_none
+from codevision.data.rl import trl_grpo_dataset
 from codevision.demo import SIGN
+from codevision.eval import EvalItem
 from codevision.policies import ScriptedPolicy
 from codevision.protocols import get_protocol
 from codevision.rewards.spec import RewardSpec
@@ -67,25 +68,10 @@ def processor(model_dir: Path) -> Any:
     return loaded
 
 
-def sign_rows(processor: Any, count: int) -> Any:
-    """GRPO rows of the sign example, laid out as ``data export rl --format trl`` writes them."""
-    from datasets import Dataset
-
-    task, protocol = SIGN.task(), get_protocol()
-    images = task.load_images()
-    budget = ImageBudget.from_processor(processor)
-    chat = to_chat(protocol.initial_messages(task.question, [0]), [budget.fit(images[0])], tool_role=True)
-    user = [{"type": "image"} if part["type"] == "image" else part for part in chat[1]["content"]]
-    row = {
-        "prompt": [chat[0], {"role": "user", "content": user}],
-        "images": images,
-        "task_id": task.id,
-        "question": task.question,
-        "answers": list(task.answers),
-    }
-    dataset = Dataset.from_list([row] * count)
-    dataset.set_transform(lambda batch: {key: [strip_none(v) for v in values] for key, values in batch.items()})
-    return dataset
+def sign_rows(count: int) -> Any:
+    """The sign example as ``count`` GRPO rows, built as ``data export rl --format trl`` builds them."""
+    dataset = trl_grpo_dataset([EvalItem(SIGN.task())], get_protocol())
+    return without_none(dataset.select([0] * count))
 
 
 def grpo_trainer(
@@ -112,7 +98,7 @@ def grpo_trainer(
         model=model,
         reward_funcs=[reward],
         args=GRPOConfig(**settings),
-        train_dataset=sign_rows(processor, 4),
+        train_dataset=sign_rows(4),
         processing_class=processor,
         environment_factory=environment_class(reward.protocol, sandbox, budget),
     )

@@ -38,6 +38,10 @@ def _strip_batch(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
 def load_trl_dataset(path: str | Path) -> Any:
     """A TRL export (parquet) as a ``datasets.Dataset`` with PIL images and no ``None`` keys in messages."""
     datasets = require_datasets()
-    dataset = datasets.Dataset.from_parquet(str(path))
+    return without_none(datasets.Dataset.from_parquet(str(path)))
+
+
+def without_none(dataset: Any) -> Any:
+    """``dataset`` read with the ``None`` keys parquet adds to nested messages removed (TRL reads their keys)."""
     dataset.set_transform(_strip_batch)
     return dataset

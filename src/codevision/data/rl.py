@@ -191,6 +191,7 @@ def trl_grpo_row(item: EvalItem, protocol: Protocol, tools: Tools = None) -> dic
     row = {
         "prompt": prompt,
         "images": images,
+        "question": task.question,
         "answers": list(task.answers),
         "bboxes": [list(box) for box in task.bboxes],
         "expected_ops": list(task.expected_ops),
@@ -215,6 +216,7 @@ def grpo_features(*, tools: bool = False) -> Any:
                 {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
             ),
             "images": List(Image()),
+            "question": Value("string"),
             "answers": List(Value("string")),
             "bboxes": List(List(Value("float64"))),
             "expected_ops": List(Value("string")),
@@ -226,14 +228,19 @@ def grpo_features(*, tools: bool = False) -> Any:
     )
 
 
-def write_trl_grpo(items: Iterable[EvalItem], path: str | Path, protocol: Protocol, *, tools: Tools = None) -> int:
-    """Write the TRL GRPO dataset as parquet (with its features, so ``datasets`` decodes the images)."""
+def trl_grpo_dataset(items: Iterable[EvalItem], protocol: Protocol, *, tools: Tools = None) -> Any:
+    """The TRL GRPO rows as a ``datasets.Dataset`` (what ``train grpo`` reads back from the parquet file)."""
     from codevision.data.hf import require_datasets
 
     datasets = require_datasets()
     rows = [trl_grpo_row(item, protocol, tools) for item in items]
     _check_unique([row["task_id"] for row in rows])
+    return datasets.Dataset.from_list(rows, features=grpo_features(tools=bool(tools)))
+
+
+def write_trl_grpo(items: Iterable[EvalItem], path: str | Path, protocol: Protocol, *, tools: Tools = None) -> int:
+    """Write the TRL GRPO dataset as parquet (with its features, so ``datasets`` decodes the images)."""
+    dataset = trl_grpo_dataset(items, protocol, tools=tools)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    features = grpo_features(tools=bool(tools))
-    datasets.Dataset.from_list(rows, features=features).to_parquet(str(path))
-    return len(rows)
+    dataset.to_parquet(str(path))
+    return len(dataset)
