@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from codevision.chat.render import END_OF_TURN
 from codevision.protocols.base import Protocol
 from codevision.protocols.toolcalls import ToolProtocol, find_blocks
 from codevision.rewards.base import RewardResult
@@ -29,7 +30,6 @@ from codevision.task import Task
 from codevision.train.environment import SandboxEnvironment
 from codevision.trajectory import Trajectory, Turn
 
-END_OF_TURN = "<|im_end|>"
 REPLY_START = "<|im_start|>assistant\n"
 
 
