@@ -614,21 +614,6 @@ def sign_rows(count: int) -> Any:
     return without_none(trl_grpo_dataset([EvalItem(SIGN.task())], get_protocol()).select([0] * count))
 
 
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Silence file descriptor 1 (the tokenizer trainer of the tiny model writes blank lines to it)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-
-
 def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     """``trainer.train()`` for warm-up + measured steps, each step's time split by part."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -650,8 +635,7 @@ def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-train-grpo-"))
     try:
         started = time.perf_counter()
-        with quiet_stdout():
-            model_dir = build_tiny_qwen_vl(work / "qwen3_vl", family="qwen3_vl")
+        model_dir = build_tiny_qwen_vl(work / "qwen3_vl", family="qwen3_vl")
         (model_dir / "chat_template.jinja").write_text(load_template(), encoding="utf-8")
         processor = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
         # The shipped template is unknown to TRL's parser registry: give it the Qwen3 parser, as the tests do.

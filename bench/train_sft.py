@@ -41,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -145,21 +145,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     return parser.parse_args(argv)
-
-
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Silence file descriptor 1 (the tokenizer trainer of the tiny model writes blank lines to it)."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def stock_template() -> Path:
@@ -352,8 +337,7 @@ def prepare_inputs(args: argparse.Namespace, work: Path, console: Console) -> Se
 
     started = time.perf_counter()
     if args.model is None:
-        with quiet_stdout():
-            model, trust = build_tiny_qwen_vl(work / "qwen3_vl", family="qwen3_vl"), True
+        model, trust = build_tiny_qwen_vl(work / "qwen3_vl", family="qwen3_vl"), True
     else:
         model, trust = args.model.expanduser(), args.trust_remote_code
     trajectories = work / "trajectories"

@@ -230,7 +230,11 @@ def _train_tokenizer() -> Any:
 
     base = Qwen2Tokenizer()
     tokenizer = base.train_new_from_iterator(
-        [_CORPUS.splitlines()], vocab_size=TOKENIZER_VOCAB_SIZE, new_special_tokens=list(SPECIAL_TOKENS)
+        [_CORPUS.splitlines()],
+        vocab_size=TOKENIZER_VOCAB_SIZE,
+        new_special_tokens=list(SPECIAL_TOKENS),
+        # The trainer's progress bar writes to file descriptor 1, past any redirection of sys.stdout.
+        show_progress=False,
     )
     tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in TOOL_TOKENS])
     tokenizer.eos_token = END_OF_TURN
