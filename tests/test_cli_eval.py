@@ -156,3 +156,20 @@ def test_the_tools_a_run_rendered_are_recorded_and_a_resume_must_keep_them(tmp_p
     for other in ([], ["--tools", "tools.json", "--tool-choice", "none"]):
         changed = run_cli(*args, "--resume", *other, cwd=tmp_path)
         assert changed.returncode == 2 and "different tool" in " ".join(changed.stderr.split()), other
+
+
+def test_eval_under_trl_call_rules_records_them_and_a_resume_must_keep_them(tmp_path: Path) -> None:
+    """A raw newline in the call's JSON: repaired under the default rules, the end of the episode under TRL's."""
+    broken = '<tool_call>{"name": "code_image_tool", "arguments": {"code": "x = 1\nprint(x)"}}</tool_call>'
+    (tmp_path / "replies.json").write_text(json.dumps([broken, "<answer>1</answer>"]))
+    args = ["eval", "-m", "scripted:replies.json", "-b", "synthetic:2"]
+    for rules in ("lenient", "trl"):
+        done = run_cli(*args, "-o", rules, "--calls", rules, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads((tmp_path / rules / CONFIG_FILE).read_text())["calls"] == rules
+        record = json.loads((tmp_path / rules / "results.jsonl").read_text().splitlines()[0])
+        trajectory = Trajectory.load(tmp_path / rules / record["trajectory"])
+        assert len(trajectory.turns) == (2 if rules == "lenient" else 1)
+        assert trajectory.stop_reason == ("answered" if rules == "lenient" else "no_action")
+    changed = run_cli(*args, "-o", "trl", "--resume", cwd=tmp_path)
+    assert changed.returncode == 2 and "different calls" in " ".join(changed.stderr.split())

@@ -39,6 +39,7 @@ from codevision.sandbox import Sandbox
 from codevision.testing import build_tiny_qwen_vl
 from codevision.train.environment import SandboxEnvironment, environment_class
 from codevision.train.rollouts import RolloutReward
+from tests.test_call_rules import TRL_READINGS, call
 from tests.token_ids import canonical, noncanonical
 
 pytestmark = pytest.mark.slow
@@ -107,15 +108,29 @@ def grpo_trainer(
     return trainer
 
 
+#: Scripts whose tool calls TRL runs: the sign example (one call), and two calls in one reply followed
+#: by a call the protocol refuses (a negative image index), answered by the protocol as a failed call.
+SCRIPTS = {
+    "sign": list(SIGN.replies),
+    "two calls, then a refused one": [
+        call({"code": "print(image.size)", "image_index": 0}) + "\n" + call({"code": "display(image.rotate(180))"}),
+        call({"code": "print(2)", "image_index": -1}),
+        SIGN.replies[-1],
+    ],
+}
+
+
+@pytest.mark.parametrize("script", list(SCRIPTS))
 def test_grpo_rollouts_run_the_protocols_tool_in_the_sandbox(
-    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
+    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path, script: str
 ) -> None:
-    tokenizer, protocol = processor.tokenizer, get_protocol()
+    tokenizer, protocol = processor.tokenizer, get_protocol(calls="trl")
     budget = ImageBudget.from_processor(processor)
-    # The same episode through the agent loop: what evaluation records and the renderer renders.
-    played = run_agent(SIGN.task(), ScriptedPolicy(list(SIGN.replies)), sandbox, protocol)
+    # The same episode through the agent loop under TRL call rules: what evaluation records and the renderer renders.
+    played = run_agent(SIGN.task(), ScriptedPolicy(SCRIPTS[script]), sandbox, protocol)
     images = [budget.fit(played.image(i)) for i in range(len(played.images))]
-    replies = [noncanonical(tokenizer, played.turns[0].text), canonical(tokenizer, played.turns[1].text)]
+    texts = [turn.text for turn in played.turns]
+    replies = [noncanonical(tokenizer, texts[0]), *(canonical(tokenizer, text) for text in texts[1:])]
     expected = ChatRenderer(processor, protocol).render(played.conversation(), images, sampled=dict(enumerate(replies)))
     prompts: list[list[int]] = []
 
@@ -139,25 +154,41 @@ def test_grpo_rollouts_run_the_protocols_tool_in_the_sandbox(
     pixels = expected.image_inputs["pixel_values"]
     assert torch.equal(out["pixel_values"][: len(pixels)], pixels), "the rotated tool image is in the batch"
 
+    ran = [outcome for turn in played.turns for outcome in turn.outcomes if outcome.status == "ok"]
     rollouts = trainer.environments
     assert len(rollouts) == 2 and all(isinstance(env, SandboxEnvironment) for env in rollouts)
     for env in rollouts:
-        assert env.trajectory is not None and env.calls == 1
-        (outcome,) = env.outcomes
-        assert outcome.status == "ok" and len(outcome.image_indices) == 1
-        returned = env.trajectory.images[outcome.image_indices[0]]
+        assert env.trajectory is not None and env.calls == sum(len(turn.outcomes) for turn in played.turns)
+        assert [outcome.status for outcome in env.outcomes] == ["ok"] * len(ran)
+        returned = env.trajectory.images[env.outcomes[-1].image_indices[0]]
         assert returned.lineage is not None and returned.lineage.verified
         env._release()
         assert env.tools is not None and env.tools.session is None
 
     # The reward step assembled the episode the agent loop played, and paid what evaluation would.
     paid = spec.compute(SIGN.task(), played)
-    assert len(reward.last) == 2 and paid.total > 0
+    assert len(reward.last) == 2 and (paid.total > 0 or script != "sign")
     for trajectory, total, breakdown in reward.last:
         assert [turn.text for turn in trajectory.turns] == [turn.text for turn in played.turns]
         assert [turn.observation for turn in trajectory.turns] == [turn.observation for turn in played.turns]
         assert (trajectory.final_answer, trajectory.stop_reason) == (played.final_answer, played.stop_reason)
         assert total == pytest.approx(paid.total) and breakdown == pytest.approx(paid.breakdown)
+
+
+@pytest.mark.parametrize("reply", list(TRL_READINGS))
+def test_trl_call_rules_read_each_reply_as_trls_parser_does(processor: Any, reply: str) -> None:
+    """Every reply of the call-rules table: the calls TRL's parser reads are the actions the protocol reads."""
+    from trl.chat_template_utils import parse_response
+
+    tokenizer = processor.tokenizer
+    prefix = tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+    parsed = parse_response(tokenizer, canonical(tokenizer, reply), prefix=prefix)
+    trl_calls = [tool_call["function"] for tool_call in parsed.get("tool_calls") or []]
+    actions = get_protocol(calls="trl").parse(reply).actions
+    assert len(trl_calls) == len(actions)
+    for function, action in zip(trl_calls, actions, strict=True):
+        if action.kind == "code":
+            assert function["name"] == "code_image_tool" and function["arguments"]["code"] == action.code
 
 
 def test_grpo_steps_with_sandbox_tool_calls_train_and_log_every_reward_term(

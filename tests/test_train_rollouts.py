@@ -64,7 +64,10 @@ def test_bad_calls_and_crashes_end_in_the_models_reply_not_the_run(sandbox: Sand
     environment = environment_class(protocol, sandbox, BUDGET)()
     environment.reset(images=[SIGN.task().load_images()[0]], answers=["x"], task_id="t")
     bad_index = environment.code_image_tool(code="print(1)", image_index="first")
-    assert isinstance(bad_index, str) and "image_index" in bad_index
+    assert bad_index[0]["text"].startswith("Error: In your code_image_tool call, image_index must be a whole number")
+    unknown_argument = environment.code_image_tool(code="print(1)", colour="red")
+    assert unknown_argument[0]["text"].startswith("1\n")
+    assert [outcome.status for outcome in environment.outcomes] == ["ok"]
     crashed = environment.code_image_tool(code="import os\nos._exit(3)")
     text = " ".join(block.get("text", "") for block in crashed)
     assert "restarted" in text
@@ -195,3 +198,28 @@ def test_a_subclass_that_overrides_the_call_is_used(sandbox: Sandbox) -> None:
     environment.code_image_tool(code="print(1)")
     environment._release()
     assert seen == ["code_image_tool"]
+
+
+def test_a_reply_takes_the_calls_trl_ran_and_rejected_calls_fail_as_in_evaluation(sandbox: Sandbox) -> None:
+    """Two calls in one reply, then one with a bad index: evaluation under TRL rules and the reward step agree."""
+    from tests.test_call_rules import call
+
+    protocol = get_protocol(calls="trl")
+    task = SIGN.task()
+    replies = [
+        call({"code": "print(image.size)"}) + call({"code": "display(image.rotate(180))"}),
+        call({"code": "print(2)", "image_index": -1}),
+        "<answer>STOP</answer>",
+    ]
+    played = run_agent(task, ScriptedPolicy(replies), sandbox, protocol)
+    environment = environment_class(get_protocol(), sandbox, BUDGET)()
+    environment.reset(images=task.load_images(), question=task.question, answers=task.answers, task_id=task.id)
+    environment.code_image_tool(code="print(image.size)")
+    environment.code_image_tool(code="display(image.rotate(180))")
+    environment.code_image_tool(code="print(2)", image_index=-1)
+    trajectory = episode(environment, completion(*replies), get_protocol())
+    assert [len(turn.outcomes) for turn in trajectory.turns] == [2, 1, 0]
+    assert [turn.observation for turn in trajectory.turns] == [turn.observation for turn in played.turns]
+    assert [o.status for turn in trajectory.turns for o in turn.outcomes] == ["ok", "ok", "error"]
+    assert (trajectory.final_answer, trajectory.stop_reason) == ("STOP", "answered")
+    environment._release()

@@ -127,13 +127,14 @@ class ImageRecord(BaseModel):
 
 
 class Action(BaseModel):
-    """One tool call as parsed from the model's text."""
+    """One tool call as parsed from the model's text; a ``rejected`` call runs nothing and fails with ``error``."""
 
-    kind: Literal["code", "crop"]
+    kind: Literal["code", "crop", "rejected"]
     code: str | None = None
     image_index: int | None = None
     bbox: list[float] | None = None
     raw: str = ""
+    error: str | None = None
 
 
 class ToolOutcome(BaseModel):

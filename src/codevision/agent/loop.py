@@ -53,6 +53,8 @@ class _Episode:
             references=list(task.answers),
             metadata={"image_budget": budget.to_dict()},
         )
+        if protocol.calls != "lenient":
+            self.trajectory.metadata["call_rules"] = protocol.calls
         self.tools = EpisodeTools(self.trajectory, sandbox, budget)
         # The conversation as sent to the policy: it only ever grows at its end.
         self.messages: list[Message] = []

@@ -22,6 +22,11 @@ from codevision.trajectory import Action, ToolOutcome, Trajectory
 SESSION_LOST = "the sandbox session had to be restarted: variables and imports from earlier calls are gone"
 
 
+def rejected_outcome(index: int, action: Action) -> ToolOutcome:
+    """The failed result of a call that was refused before anything ran (see ``Action.kind``)."""
+    return ToolOutcome(action=index, status="error", error=action.error or "the call was refused")
+
+
 class EpisodeTools:
     """Runs the actions of one trajectory and records what they produced into it."""
 
@@ -66,7 +71,9 @@ class EpisodeTools:
         """Run a turn's actions in order; a session the code killed is reopened with every image."""
         outcomes = []
         for index, action in enumerate(actions):
-            if action.kind == "crop":
+            if action.kind == "rejected":
+                outcomes.append(rejected_outcome(index, action))
+            elif action.kind == "crop":
                 outcomes.append(self._run_crop(index, action, turn))
             else:
                 outcomes.append(await self._run_code(index, action, turn))

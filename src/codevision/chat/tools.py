@@ -229,13 +229,17 @@ class _NotGiven:
 _NOT_GIVEN = _NotGiven()
 
 
-def method_from_schema(schema: Mapping[str, Any], call: ToolCallback) -> Callable[..., Any]:
+def method_from_schema(
+    schema: Mapping[str, Any], call: ToolCallback, *, check_arguments: bool = True
+) -> Callable[..., Any]:
     """A function whose name, signature and docstring make ``transformers.utils.get_json_schema`` return ``schema``.
 
     Its first parameter is ``self`` (which ``get_json_schema`` skips), so it can be set on a class, as
     TRL's GRPO ``environment_factory`` expects, and read through an instance or on its own. Called
     with keyword arguments, it checks them against its signature (a wrong call raises ``TypeError``,
-    which TRL hands back to the model) and returns ``call(self, name, arguments)``.
+    which TRL hands back to the model) and returns ``call(self, name, arguments)``. Without
+    ``check_arguments`` every argument the model wrote is passed on, for a ``call`` that answers
+    wrong calls itself.
 
     Expressible: string, integer, number, boolean, null, array (with ``items`` or ``prefixItems``),
     object (with ``additionalProperties``), a list of types, ``anyOf``, ``nullable``, ``enum``, and
@@ -276,6 +280,8 @@ def method_from_schema(schema: Mapping[str, Any], call: ToolCallback) -> Callabl
     )
 
     def method(self: Any, **given: Any) -> Any:
+        if not check_arguments:
+            return call(self, name, given)
         bound = signature.bind(self, **given)
         passed = {key: value for key, value in bound.arguments.items() if key != "self"}
         return call(self, name, passed)

@@ -10,9 +10,11 @@ import typer
 from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.cli.outputs import claim_file, claim_folder, ensure_writable
 from codevision.cli.prompts import (
+    CALLS_HELP,
     SYSTEM_PROMPT_HELP,
     TOOL_CHOICE_HELP,
     TOOLS_HELP,
+    calls_rules,
     read_system_prompt,
     read_tool_choice,
     read_tools,
@@ -112,6 +114,7 @@ def filter_command(
     fmt: str = typer.Option("verl", "--format", help="verl or trl (GRPO)."),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="Protocol the model runs and is trained with."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    calls: str = typer.Option("lenient", metavar="lenient|trl", help=CALLS_HELP),
     runs_dir: Path | None = typer.Option(
         None, help="Folder of the runs' results and trajectories (default: OUT.runs)."
     ),
@@ -148,7 +151,7 @@ def filter_command(
         raise _fail("--no-original leaves nothing to filter without --transforms; add transforms or drop it")
     folder = runs_dir if runs_dir is not None else out.with_name(out.name + ".runs")
     try:
-        proto = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
+        proto = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt), calls=calls_rules(calls))
         policy = make_policy(model, model_name=model_name, timeout=timeout, retries=retries)
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
@@ -293,6 +296,7 @@ def synth_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder: accepted/ and rejected/ trajectories, results, yield."),
     protocol: str = typer.Option("codevision", help="Protocol the student will be trained on."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    calls: str = typer.Option("lenient", metavar="lenient|trl", help=CALLS_HELP),
     tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
     tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     resume: bool = typer.Option(False, help="Continue a run in --out; finished items are not redone."),
@@ -326,7 +330,7 @@ def synth_command(
     chosen_kinds = [k.strip() for k in kinds.split(",") if k.strip()]
     prompt_text = read_system_prompt(system_prompt)
     try:
-        chosen_protocol = get_protocol(protocol, system_prompt=prompt_text)
+        chosen_protocol = get_protocol(protocol, system_prompt=prompt_text, calls=calls_rules(calls))
         schemas = read_tools(tools, chosen_protocol)
         policy = make_policy(
             teacher,

@@ -18,9 +18,11 @@ from codevision.benchmarks.transformed import build_transformed
 from codevision.cli import render
 from codevision.cli.outputs import claim_folder, ensure_writable
 from codevision.cli.prompts import (
+    CALLS_HELP,
     SYSTEM_PROMPT_HELP,
     TOOL_CHOICE_HELP,
     TOOLS_HELP,
+    calls_rules,
     prompt_digest,
     read_system_prompt,
     read_tool_choice,
@@ -96,6 +98,7 @@ def eval_command(
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    calls: str = typer.Option("lenient", metavar="lenient|trl", help=CALLS_HELP),
     tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
     tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     benchmark: list[str] = typer.Option(
@@ -159,7 +162,7 @@ def eval_command(
     console = Console()
     prompt_text = read_system_prompt(system_prompt)
     try:
-        chosen = get_protocol(protocol, system_prompt=prompt_text)
+        chosen = get_protocol(protocol, system_prompt=prompt_text, calls=calls_rules(calls))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--protocol") from exc
     schemas = read_tools(tools, chosen)
@@ -168,6 +171,7 @@ def eval_command(
         "model": model,
         "model_name": model_name,
         "protocol": protocol,
+        "calls": calls,
         "system_prompt": prompt_digest(prompt_text),
         "tools": tools_digest(schemas),
         "tool_choice": chosen_tool_choice,
@@ -189,9 +193,11 @@ def eval_command(
     previous = ResultStore.config_of(out) if resume and store_exists else None
     if previous is not None:
         previous.setdefault("scoring", ScoringOptions().as_config())  # runs from before scoring modes
+        previous.setdefault("calls", "lenient")  # runs from before call rules
         keys = (
             "model",
             "protocol",
+            "calls",
             "system_prompt",
             "tools",
             "tool_choice",

@@ -16,6 +16,7 @@ from codevision.chat.tools import PROTOCOL_TOOLS, ToolsFileError, load_tools
 if TYPE_CHECKING:
     from codevision.policies.openai import ToolChoice
     from codevision.protocols.base import Protocol
+    from codevision.protocols.toolcalls import CallRules
 
 SYSTEM_PROMPT_HELP = "File whose text replaces the protocol's system prompt (UTF-8)."
 TOOLS_HELP = (
@@ -27,6 +28,21 @@ TOOL_CHOICE_HELP = (
     "vLLM without a tool parser needs none). See docs/chat.md."
 )
 _TOOL_CHOICES = ("auto", "none")
+CALLS_HELP = (
+    "How tool calls are read and answered: lenient (repairs JSON, runs one call per reply, reports problems) "
+    "or trl (as TRL's GRPO tool loop does, to evaluate as `train grpo` trains). See docs/agent.md."
+)
+
+
+def calls_rules(value: str) -> CallRules:
+    """``--calls``, checked: a usage error names the two rules."""
+    from codevision.protocols.toolcalls import CALL_RULES
+
+    if value not in CALL_RULES:
+        raise typer.BadParameter(
+            f"{value!r} is not a call rule; choose one of: {', '.join(CALL_RULES)}", param_hint="--calls"
+        )
+    return value  # type: ignore[return-value]
 
 
 def read_system_prompt(path: Path | None) -> str | None:

@@ -15,9 +15,11 @@ from codevision.agent import Limits, arun_agent
 from codevision.cli import render
 from codevision.cli.outputs import claim_folder, fresh_folder
 from codevision.cli.prompts import (
+    CALLS_HELP,
     SYSTEM_PROMPT_HELP,
     TOOL_CHOICE_HELP,
     TOOLS_HELP,
+    calls_rules,
     read_system_prompt,
     read_tool_choice,
     read_tools,
@@ -90,6 +92,7 @@ def run_command(
     ),
     protocol: str = typer.Option(DEFAULT_PROTOCOL, help="codevision, code-tags, crop or direct."),
     system_prompt: Path | None = typer.Option(None, help=SYSTEM_PROMPT_HELP),
+    calls: str = typer.Option("lenient", metavar="lenient|trl", help=CALLS_HELP),
     tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
     tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
@@ -118,7 +121,7 @@ def run_command(
     """
     console = Console()
     try:
-        chosen = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt))
+        chosen = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt), calls=calls_rules(calls))
         schemas = read_tools(tools, chosen)
         policy = make_policy(
             model,

@@ -164,7 +164,18 @@ def _provisional(table: Table, entries: list[dict[str, Any]], report: dict[str, 
     return table
 
 
-RUN_FIELDS = ("model", "model_name", "protocol", "benchmarks", "transforms", "limit", "max_turns", "seed", "scoring")
+RUN_FIELDS = (
+    "model",
+    "model_name",
+    "protocol",
+    "calls",
+    "benchmarks",
+    "transforms",
+    "limit",
+    "max_turns",
+    "seed",
+    "scoring",
+)
 
 
 def _run(report: dict[str, Any]) -> Table | None:

@@ -35,6 +35,9 @@ class Protocol(ABC):
     uses_sandbox: ClassVar[bool] = True
     #: The protocol's own system prompt.
     default_system_prompt: ClassVar[str]
+    #: How tool calls are read and answered; only protocols with JSON tool calls offer other rules
+    #: (see :class:`~codevision.protocols.toolcalls.HermesProtocol`).
+    calls: str = "lenient"
 
     def __init__(self, *, system_prompt: str | None = None) -> None:
         """``system_prompt`` replaces the protocol's own, to reproduce a setup with its released prompt."""

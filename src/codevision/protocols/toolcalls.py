@@ -16,7 +16,7 @@ import re
 import textwrap
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, overload
+from typing import Any, ClassVar, Literal, get_args, overload
 
 from codevision.protocols.base import ParsedTurn, Protocol
 from codevision.protocols.render import compose, issues_text, outcome_parts
@@ -31,6 +31,10 @@ _BAD_ESCAPE = re.compile(r'\\(?![\\"/bfnrt]|u[0-9a-fA-F]{4})')
 _ATTRIBUTE = re.compile(r"""([\w-]+)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""")
 _DECODER = json.JSONDecoder(strict=False)
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+#: How tool calls are read and answered: ``lenient`` repairs what it can and reports the rest to the model;
+#: ``trl`` reads and answers them as TRL's GRPO tool loop does (see :meth:`HermesProtocol.parse`).
+CallRules = Literal["lenient", "trl"]
+CALL_RULES: tuple[str, ...] = get_args(CallRules)
 #: The ``image_index`` argument every Hermes tool reads (see :func:`parse_image_index`), as a JSON schema.
 IMAGE_INDEX_ARGUMENT: dict[str, Any] = {
     "type": "integer",
@@ -50,14 +54,15 @@ class Block:
     end: int
 
 
-def split_think(text: str) -> tuple[str, str]:
+def split_think(text: str, *, unclosed_is_thought: bool = False) -> tuple[str, str]:
     """Split a reply into what it says outside ``<think>`` blocks and what it says inside them.
 
     A ``</think>`` before any ``<think>`` closes a thought the chat template opened before the
     reply began (Qwen3-style templates do this), so everything before it is thought. An unclosed
     ``<think>`` is left in the visible text: the model forgot to close it, and what follows is
-    more likely its actual turn than a draft. One pass over the tags, so degenerate replies that
-    repeat a tag thousands of times stay cheap.
+    more likely its actual turn than a draft. ``unclosed_is_thought`` reads it as TRL's response
+    template does instead: the rest of the reply is thought. One pass over the tags, so
+    degenerate replies that repeat a tag thousands of times stay cheap.
     """
     visible: list[str] = []
     thoughts: list[str] = []
@@ -74,7 +79,10 @@ def split_think(text: str) -> tuple[str, str]:
         elif opened is None and position == 0 and not visible:
             thoughts.append(text[: tag.start()])
             position = tag.end()
-    visible.append(text[opened.start() if opened is not None else position :])
+    if opened is not None and unclosed_is_thought:
+        thoughts.append(text[opened.end() :])
+    else:
+        visible.append(text[opened.start() if opened is not None else position :])
     return "\n".join(part for part in visible if part), "\n".join(thoughts)
 
 
@@ -207,6 +215,35 @@ def decode_hermes_call(body: str) -> tuple[str, dict[str, Any]] | str:
     return name, arguments
 
 
+def trl_tool_calls(visible: str, tag: str) -> list[tuple[str, object, str]] | None:
+    """The calls TRL's Qwen response template reads from a reply's visible text: ``(name, arguments, raw)``.
+
+    ``None`` when a call cannot be read, because TRL then reads the whole reply as text. TRL's rules:
+    the tags are matched case-sensitively and must be closed; each body is one strict JSON object
+    (``json.loads``: no raw newlines in strings, no trailing text); ``name`` must be a string; missing
+    or null ``arguments`` are an empty object. The arguments are returned as written, since a call
+    whose arguments are not an object is still a call TRL makes (and fails).
+    """
+    opener, closer = f"<{tag}>", f"</{tag}>"
+    calls: list[tuple[str, object, str]] = []
+    position = 0
+    while (start := visible.find(opener, position)) >= 0:
+        end = visible.find(closer, start + len(opener))
+        if end < 0:
+            return None
+        body = visible[start + len(opener) : end]
+        position = end + len(closer)
+        try:
+            call = json.loads(body)
+        except (json.JSONDecodeError, RecursionError):
+            return None
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            return None
+        arguments = call.get("arguments")
+        calls.append((call["name"], {} if arguments is None else arguments, visible[start:position]))
+    return calls
+
+
 @overload
 def parse_image_index(value: object, default: int) -> int | str: ...
 @overload
@@ -336,6 +373,66 @@ class HermesProtocol(ToolProtocol):
     tool_arguments: ClassVar[dict[str, dict[str, Any]]]
     #: The arguments a call cannot do without.
     required_arguments: ClassVar[tuple[str, ...]]
+
+    def __init__(self, *, system_prompt: str | None = None, calls: CallRules = "lenient") -> None:
+        """``calls``: ``lenient`` (evaluation's default) or ``trl`` (the rules of TRL's tool loop)."""
+        super().__init__(system_prompt=system_prompt)
+        if calls not in CALL_RULES:
+            raise ValueError(f"unknown call rules {calls!r}; choose one of: {', '.join(CALL_RULES)}")
+        self.calls: CallRules = calls
+
+    def under_rules(self, calls: CallRules) -> HermesProtocol:
+        """This protocol (same class and system prompt) under other call rules."""
+        if calls == self.calls:
+            return self
+        return type(self)(system_prompt=self._system_prompt, calls=calls)
+
+    def parse(self, text: str) -> ParsedTurn:
+        """Read a reply under the protocol's call rules.
+
+        Under ``trl`` rules a reply is read as TRL's GRPO trainer reads it (its Qwen response template:
+        strict JSON, closed tags, every call of the reply run), so an episode evaluated under them is
+        the episode TRL would have trained on:
+
+        - A call TRL cannot read (JSON with raw newlines, Python quoting, a Markdown fence, an unclosed
+          tag; any one of them) makes the whole reply text: nothing runs, and the reply ends the episode.
+        - Every call of a reply runs, in order. A call naming no tool, or whose arguments the tool
+          refuses, is a ``rejected`` action: it runs nothing and comes back as a failed call.
+        - An answer given beside calls is set aside. No problem is ever reported: TRL can only send
+          tool results back, so a reply without a readable call ends the episode.
+        - An unclosed ``<think>`` holds the rest of the reply.
+        """
+        if self.calls == "lenient":
+            return super().parse(text)
+        visible, thoughts = split_think(text, unclosed_is_thought=True)
+        turn = ParsedTurn()
+        calls = trl_tool_calls(visible, self.call_tag)
+        if calls:
+            turn.actions = [self._trl_action(name, arguments, raw) for name, arguments, raw in calls]
+            return turn
+        prose = without_blocks(visible, find_blocks(visible, self.call_tag))
+        turn.answer = self.extract_answer(prose)
+        if turn.answer is None:
+            turn.answer = self.extract_answer(thoughts)
+        return turn
+
+    def _trl_action(self, name: str, arguments: object, raw: str) -> Action:
+        """The action for a call TRL read; what TRL or the tool would refuse becomes a ``rejected`` action."""
+        if name != self.tool_name:
+            read: Action | str = f"there is no tool named {name!r}; the only tool is {self.tool_name}"
+        elif not isinstance(arguments, dict):
+            read = f"the arguments of {self.tool_name} must be a JSON object, not {type(arguments).__name__}"
+        else:
+            read = self.action_for(name, arguments, raw)
+        return Action(kind="rejected", error=read, raw=raw) if isinstance(read, str) else read
+
+    def render_observation(self, outcomes: list[ToolOutcome], issues: list[str]) -> list[Message]:
+        """Under ``trl`` rules every result is a tool message of its own that ends with the closing
+        instruction, because TRL shows the result of each call as its tool method returned it."""
+        if self.calls == "lenient" or not outcomes:
+            return super().render_observation(outcomes, issues)
+        tail = compose(issues_text(issues), self.continue_hint)
+        return [Message.of(self.observation_role, *compose(*outcome_parts(outcome), *tail)) for outcome in outcomes]
 
     def tool_schemas(self) -> list[dict[str, Any]]:
         """The one tool as a function schema, keys in the order transformers' ``get_json_schema`` writes them,

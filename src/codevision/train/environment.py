@@ -24,7 +24,7 @@ from typing import Any
 
 from PIL import Image
 
-from codevision.agent.tools import EpisodeTools
+from codevision.agent.tools import EpisodeTools, rejected_outcome
 from codevision.chat.budget import ImageBudget
 from codevision.chat.messages import to_chat
 from codevision.chat.tools import method_from_schema
@@ -48,10 +48,13 @@ def environment_class(
     service URL); ``budget`` is the model processor's pixel budget, the size tool images are shown at.
     """
     schemas = protocol.tool_schemas()
-    if not schemas:
+    if not schemas or not isinstance(protocol, HermesProtocol):
         raise ValueError(f"protocol {protocol.name!r} declares no tool schema, so TRL cannot call its tool")
-    methods = {schema["function"]["name"]: method_from_schema(schema, _dispatch) for schema in schemas}
-    attributes = {"protocol": protocol, "sandbox": sandbox, "budget": budget, **methods}
+    # The protocol answers wrong arguments itself, as in evaluation, rather than TRL's {"error": ...}.
+    methods = {
+        schema["function"]["name"]: method_from_schema(schema, _dispatch, check_arguments=False) for schema in schemas
+    }
+    attributes = {"protocol": protocol.under_rules("trl"), "sandbox": sandbox, "budget": budget, **methods}
     return type(f"{type(protocol).__name__}Environment", (SandboxEnvironment,), attributes)
 
 
@@ -63,7 +66,7 @@ def _dispatch(environment: SandboxEnvironment, name: str, arguments: dict[str, A
 class SandboxEnvironment:
     """One rollout: its trajectory, its sandbox session, the calls made so far."""
 
-    protocol: Protocol
+    protocol: HermesProtocol
     sandbox: Sandbox | RemoteSandbox | None
     budget: ImageBudget
 
@@ -88,7 +91,7 @@ class SandboxEnvironment:
             source=self.task.source,
             question=self.task.question,
             references=list(self.task.answers),
-            metadata={"image_budget": self.budget.to_dict()},
+            metadata={"image_budget": self.budget.to_dict(), "call_rules": self.protocol.calls},
         )
         self.tools = EpisodeTools(self.trajectory, self.sandbox, self.budget)
         self._inputs = [self.tools.add_image(image, "input", None) for image in images]
@@ -104,20 +107,21 @@ class SandboxEnvironment:
         """
         if self.tools is None or self.trajectory is None:
             raise EnvironmentUseError("a tool was called before reset()")
-        if not isinstance(self.protocol, HermesProtocol):
-            raise EnvironmentUseError(f"protocol {self.protocol.name!r} has no tool calls to run")
         raw = json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False)
         action = self.protocol.action_for(name, arguments, raw)
         turn = self.calls
         self.calls += 1
         if isinstance(action, str):
-            return action
-        try:
-            outcomes = asyncio.run(self._execute(action, turn))
-        except SandboxError as exc:
-            self.trajectory.stop_reason, self.trajectory.error = "sandbox_error", f"{type(exc).__name__}: {exc}"
-            return f"The sandbox failed: {exc}"
-        self.outcomes.append(outcomes[0])
+            # Answered as evaluation under TRL call rules answers it; the reward step rebuilds this
+            # outcome from the reply, so only calls that ran are recorded.
+            outcomes = [rejected_outcome(0, Action(kind="rejected", error=action, raw=raw))]
+        else:
+            try:
+                outcomes = asyncio.run(self._execute(action, turn))
+            except SandboxError as exc:
+                self.trajectory.stop_reason, self.trajectory.error = "sandbox_error", f"{type(exc).__name__}: {exc}"
+                return f"The sandbox failed: {exc}"
+            self.outcomes.append(outcomes[0])
         observation = self.protocol.render_observation(outcomes, [])
         chat = to_chat(observation, self.tools.model_images, tool_role=True)
         return [dict(part) for message in chat for part in message["content"]]

@@ -19,7 +19,7 @@ from typing import Any
 
 from codevision.chat import ImageBudget
 from codevision.protocols import get_protocol
-from codevision.protocols.base import Protocol
+from codevision.protocols.toolcalls import HermesProtocol
 from codevision.rewards.spec import RewardSpec
 from codevision.sandbox import RemoteSandbox, Sandbox
 from codevision.scoring import LLMJudge
@@ -100,7 +100,7 @@ def train_grpo(
     resumed_from = last_checkpoint(output_dir) if resume else None
     if resume and resumed_from is None:
         raise TrainingError(f"{output_dir} holds no complete checkpoint to resume from; run without --resume")
-    protocol = get_protocol(settings.protocol)
+    protocol = trl_protocol(settings.protocol)
     processor, budget, chat_template = load_processor(settings)
     _give_tool_parser(processor)
     spec = reward_spec(settings)
@@ -129,6 +129,17 @@ def train_grpo(
     return GRPOOutcome(final, trainer.state.global_step, resumed_from, list(trainer.state.log_history))
 
 
+def trl_protocol(name: str) -> HermesProtocol:
+    """The protocol under TRL call rules: the rules TRL's tool loop applies to every rollout, and the
+    ones an evaluation with ``--calls trl`` applies, so that both read a reply the same way."""
+    try:
+        protocol = get_protocol(name, calls="trl")
+    except ValueError as exc:
+        raise TrainingError(f"protocol: {exc}") from None
+    assert isinstance(protocol, HermesProtocol)
+    return protocol
+
+
 def _give_tool_parser(processor: Any) -> None:
     """TRL parses tool calls with a response schema it recognises by template; Qwen-VL templates it does
     not know (the shipped one) write Qwen3's ``<tool_call>`` JSON, so they get Qwen3's parser."""
@@ -144,7 +155,7 @@ def _trainer(
     model: Any,
     processor: Any,
     budget: ImageBudget,
-    protocol: Protocol,
+    protocol: HermesProtocol,
     spec: RewardSpec,
     sandbox: Sandbox | RemoteSandbox,
     datasets: tuple[Any, Any],
@@ -169,7 +180,7 @@ def _trainer(
     )
 
 
-def rollout_reward(settings: GRPOSettings, spec: RewardSpec, protocol: Protocol, tokenizer: Any) -> RolloutReward:
+def rollout_reward(settings: GRPOSettings, spec: RewardSpec, protocol: HermesProtocol, tokenizer: Any) -> RolloutReward:
     """The reward function: the RewardSpec on each rollout, with the judge when one is configured."""
     options: dict[str, Any] = {
         "save_dir": Path(settings.output_dir) / ROLLOUTS_FOLDER,

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from codevision.agent.tools import rejected_outcome
 from codevision.chat.render import END_OF_TURN
-from codevision.protocols.base import Protocol
-from codevision.protocols.toolcalls import ToolProtocol, find_blocks
+from codevision.protocols.toolcalls import HermesProtocol
 from codevision.rewards.base import RewardResult
 from codevision.rewards.codevision import group_necessity
 from codevision.rewards.spec import RewardSpec
@@ -39,25 +39,28 @@ def replies_of(completion: str) -> list[str]:
     return [segment.split(END_OF_TURN, 1)[0] for segment in segments]
 
 
-def episode(environment: SandboxEnvironment, completion: str, protocol: Protocol) -> Trajectory:
+def episode(environment: SandboxEnvironment, completion: str, protocol: HermesProtocol) -> Trajectory:
     """The rollout as a trajectory: the environment's record with the replies, answer and stop reason.
 
-    TRL runs every call of a reply; each reply takes as many of the recorded outcomes as it wrote
-    ``<tool_call>`` blocks.
+    The replies are read under TRL call rules, so each reply has the calls TRL ran, in order. A call
+    that ran takes the environment's next recorded outcome; a rejected call (no such tool, arguments
+    refused) fails as it does in evaluation under the same rules.
     """
     if environment.trajectory is None:
         raise ValueError("the environment was never reset: there is no rollout to assemble")
+    protocol = protocol.under_rules("trl")
     trajectory = environment.trajectory.model_copy(deep=False)
     trajectory.turns = []
-    outcomes = list(environment.outcomes)
-    replies = replies_of(completion)
-    for number, text in enumerate(replies):
+    recorded = iter(environment.outcomes)
+    for number, text in enumerate(replies_of(completion)):
         parsed = protocol.parse(text)
         turn = Turn(index=number, text=text, actions=parsed.actions, answer=parsed.answer, issues=parsed.issues)
-        calls = len(find_blocks(text, protocol.call_tag)) if isinstance(protocol, ToolProtocol) else 0
-        turn.outcomes, outcomes = outcomes[:calls], outcomes[calls:]
-        for index, outcome in enumerate(turn.outcomes):
+        for index, action in enumerate(parsed.actions):
+            outcome = rejected_outcome(index, action) if action.kind == "rejected" else next(recorded, None)
+            if outcome is None:
+                break
             outcome.action = index
+            turn.outcomes.append(outcome)
         if turn.outcomes:
             turn.observation = protocol.render_observation(turn.outcomes, [])
         trajectory.turns.append(turn)
@@ -81,7 +84,7 @@ class RolloutReward:
     def __init__(
         self,
         spec: RewardSpec,
-        protocol: Protocol,
+        protocol: HermesProtocol,
         tokenizer: Any,
         *,
         save_dir: str | Path | None = None,
@@ -89,8 +92,10 @@ class RolloutReward:
         save_count: int = 4,
         group_size: int | None = None,
     ) -> None:
+        if not isinstance(protocol, HermesProtocol):
+            raise ValueError(f"protocol {protocol.name!r} has no JSON tool calls for TRL's tool loop to run")
         self.spec = spec
-        self.protocol = protocol
+        self.protocol = protocol.under_rules("trl")
         self.tokenizer = tokenizer
         self.__name__ = "codevision_reward"
         self.last: list[tuple[Trajectory, float, dict[str, float]]] = []
@@ -198,7 +203,9 @@ class JudgedRolloutReward(RolloutReward):
     them per step.
     """
 
-    def __init__(self, spec: RewardSpec, protocol: Protocol, tokenizer: Any, judge: LLMJudge, **options: Any) -> None:
+    def __init__(
+        self, spec: RewardSpec, protocol: HermesProtocol, tokenizer: Any, judge: LLMJudge, **options: Any
+    ) -> None:
         super().__init__(spec, protocol, tokenizer, **options)
         self.judge = judge
         self.fallbacks = 0
