@@ -196,6 +196,18 @@ def test_calls_a_tool_parser_took_out_are_written_back_into_the_text() -> None:
     assert (action.code, action.image_index) == ("display(image)", 0)
 
 
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_a_thought_a_reasoning_parser_took_out_is_put_back_into_the_text(field: str) -> None:
+    reply = f"<think>\nThe sign is upside down.\n</think>\n\n{CALL}"
+    with FakeOpenAIServer([reply], tool_parser=True, reasoning_parser=field) as server:
+        generation = ask_once(OpenAIPolicy(server.url, server.model, tools=TOOLS))
+    assert generation.text == reply
+    (action,) = get_protocol().parse(generation.text).actions
+    assert action.code == "display(image)"
+    with FakeOpenAIServer(["<answer>4</answer>"], reasoning_parser=field) as server:
+        assert ask_once(OpenAIPolicy(server.url, server.model)).text == "<answer>4</answer>"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

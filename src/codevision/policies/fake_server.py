@@ -149,7 +149,8 @@ class FakeOpenAIServer:
     ``tool_choice`` means ``"auto"``, which is refused unless ``tool_parser``; with
     ``tool_parser`` and ``"auto"``, the reply's ``<tool_call>`` blocks are taken out of the content
     into ``tool_calls`` the way vLLM's hermes parser does (the content keeps the text before the
-    first call).
+    first call). With ``reasoning_parser``, a leading ``<think>…</think>`` goes into
+    ``reasoning_content`` as vLLM's Qwen3 reasoning parser puts it (``reasoning`` in newer vLLM).
     """
 
     def __init__(
@@ -167,10 +168,12 @@ class FakeOpenAIServer:
         stall_seconds: float = 30.0,
         reject_orphan_tool_messages: bool = True,
         tool_parser: bool = False,
+        reasoning_parser: str | None = None,
         record: bool = True,
     ) -> None:
         self.script = script
         self.tool_parser = tool_parser
+        self.reasoning_parser = reasoning_parser
         self.model = model
         self.delay = delay
         self.seconds_per_token = seconds_per_token
@@ -256,9 +259,12 @@ class FakeOpenAIServer:
             wait = self.delay + self.seconds_per_token * len(words)
             if wait > 0:
                 self._closed.wait(wait)
+        reasoning, text = _split_reasoning(text) if self.reasoning_parser else (None, text)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if parse_calls:
             message, finish_reason = _hermes_tool_calls(text, finish_reason)
+        if reasoning is not None and self.reasoning_parser:
+            message[self.reasoning_parser] = reasoning
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}
         if body.get("return_token_ids"):
             choice["token_ids"] = [zlib.crc32(word.group().encode()) % 32000 for word in words]
@@ -355,6 +361,16 @@ class FakeOpenAIServer:
                 400, f"the script has {len(self.script)} replies and the conversation asked for reply {turn + 1}"
             )
         return self.script[turn]
+
+
+def _split_reasoning(text: str) -> tuple[str | None, str]:
+    """The thought and the rest of a reply, as vLLM's Qwen3 reasoning parser splits it."""
+    start, end = text.find("<think>"), text.find("</think>")
+    if start != 0 and not (start < 0 <= end):
+        return None, text
+    thought = text[start + len("<think>") if start == 0 else 0 : end if end >= 0 else len(text)]
+    rest = text[end + len("</think>") :] if end >= 0 else ""
+    return thought.strip("\n"), rest.lstrip("\n")
 
 
 def _hermes_tool_calls(text: str, finish_reason: str) -> tuple[dict[str, Any], str]:

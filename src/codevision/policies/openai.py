@@ -388,7 +388,9 @@ class OpenAIPolicy(Policy):
             raise PolicyError(f"{url} answered model {self.model!r} without choices[0].message: {data!r:.300}") from exc
         if not isinstance(choice, dict) or not isinstance(message, dict):
             raise PolicyError(f"{url} answered model {self.model!r} with a malformed choice: {choice!r:.300}")
-        text = message.get("content") or ""
+        text = with_reasoning(
+            message.get("content") or "", message.get("reasoning_content") or message.get("reasoning")
+        )
         if message.get("tool_calls"):
             try:
                 text = with_tool_calls(text, message["tool_calls"])
@@ -404,6 +406,19 @@ class OpenAIPolicy(Policy):
             finish_reason=choice.get("finish_reason"),
             token_ids=list(token_ids) if isinstance(token_ids, list) else None,
         )
+
+
+def with_reasoning(content: str, reasoning: Any) -> str:
+    """The reply with its thought put back where the model wrote it, from a server whose reasoning
+    parser moved it out (vLLM and SGLang ``--reasoning-parser``: ``reasoning_content``, or ``reasoning``).
+
+    The thought is part of what the model generated: dropping it would train on replies it never
+    wrote and show it a history without its reasoning. It goes back in a ``<think>`` block, as Qwen
+    templates render ``reasoning_content``; a reply that still holds its ``<think>`` is left alone.
+    """
+    if not isinstance(reasoning, str) or not reasoning.strip() or "<think>" in content:
+        return content
+    return f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
 
 
 def with_tool_calls(content: str, tool_calls: Any) -> str:
