@@ -13,8 +13,9 @@ TORCH_SPEC ?= torch==2.13.0
 TRL_SPEC ?= trl==1.16.0
 VERL_VENV ?= .venv-verl
 VERL_BIN := $(VERL_VENV)/bin
-# verl 0.9.1 requires transformers>=5.5.3,!=5.6.0,<5.11, so it gets its own environment.
-VERL_SPEC ?= verl==0.9.1 transformers>=5.5.3,!=5.6.0,<5.11
+# verl 0.9.1 requires transformers>=5.5.3,!=5.6.0,<5.11, so it gets its own environment; its agent loop
+# needs the five packages after it (verl lists them only in its verl-core extra), as the `verl` extra does.
+VERL_SPEC ?= verl==0.9.1 transformers>=5.5.3,!=5.6.0,<5.11 cachetools fastapi uvicorn pyzmq msgspec
 LF_VENV ?= .venv-llamafactory
 LF_BIN := $(LF_VENV)/bin
 # llamafactory 0.9.5 requires transformers<=5.6.0 and lists torchvision/torchaudio, whose wheels would
@@ -87,10 +88,12 @@ test-engine: $(ENGINE_VENV)/.installed $(VERL_VENV)/.installed
 	  tests/test_train_sft.py tests/test_tools.py tests/test_train_environment.py \
 	  tests/test_train_grpo.py
 
-# The verl export read by verl's own RLHFDataset, and the chat renderer under verl's transformers (5.10;
-# the tests that need TRL skip themselves).
+# The verl export read by verl's own RLHFDataset, the chat renderer under verl's transformers (5.10;
+# the tests that need TRL skip themselves), the recipe's config, and the agent loop and reward run
+# through verl's worker path.
 test-verl: $(VERL_VENV)/.installed
-	$(VERL_BIN)/python -m pytest tests/test_data_verl.py tests/test_chat_render.py
+	$(VERL_BIN)/python -m pytest tests/test_data_verl.py tests/test_chat_render.py tests/test_verl_recipe.py \
+	  tests/test_verl_agent_loop.py tests/test_verl_reward.py
 
 # The sharegpt export read by LLaMA-Factory's own data pipeline (converter, mm plugin, SFT masking).
 test-llamafactory: $(LF_VENV)/.installed

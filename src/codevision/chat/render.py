@@ -141,16 +141,20 @@ class ChatRenderer:
         sizes: Sequence[tuple[int, int]],
         *,
         sampled: Mapping[int, Sequence[int]] | None = None,
+        add_generation_prompt: bool = False,
     ) -> Rendered:
         """The training sequence of ``messages`` without decoding a pixel: ids, mask and reply spans.
 
         ``sizes[i]`` is the (width, height) of image ``i`` as the model sees it (a multiple of the
         patch factor, as :meth:`ImageBudget.fit` makes it), which fixes its number of image pads. A
         trainer plans its batches (lengths, truncation) with this, and runs the image processor per
-        batch; ``images`` and ``image_inputs`` of the result are empty.
+        batch; ``images`` and ``image_inputs`` of the result are empty. ``add_generation_prompt`` is
+        as in :meth:`render`: a token-in/token-out rollout builds each turn's prompt this way, since
+        its server runs the image processor itself.
         """
         shown = shown_images(messages, sizes)
-        return self._render(messages, sizes, [self.pads_of(size) for size in shown], sampled, False, [], {})
+        pads = [self.pads_of(size) for size in shown]
+        return self._render(messages, sizes, pads, sampled, add_generation_prompt, [], {})
 
     def _render(
         self,
