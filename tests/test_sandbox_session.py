@@ -17,6 +17,7 @@ from PIL import Image
 from codevision.sandbox import (
     Sandbox,
     SandboxBusy,
+    SandboxError,
     SandboxIsolationError,
     SandboxIsolationWarning,
     SessionDeadError,
@@ -292,3 +293,18 @@ def test_image_index_addresses_inputs_then_returned_images(sandbox: Sandbox) -> 
         assert beyond.status == "error" and beyond.error_type == "IndexError"
         assert "this trajectory has 3 images" in (beyond.error or "")
         assert session.run("print(1)").ok
+
+
+def test_a_session_whose_sandbox_was_closed_fails_with_a_sandbox_error() -> None:
+    """An episode still running at shutdown gets the error the agent loop records, not the executor's."""
+
+    async def run_after_close() -> None:
+        sandbox = Sandbox(workers=1, timeout=5.0)
+        session = sandbox.session()
+        await session.__aenter__()
+        assert (await session.arun("print(1)")).stdout == "1\n"
+        sandbox.close()
+        with pytest.raises(SandboxError, match="closed"):
+            await session.arun("print(2)")
+
+    asyncio.run(run_after_close())

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, TypeVar
 
 from typing_extensions import Self
 
+from codevision.sandbox.errors import SandboxError
 from codevision.sandbox.results import RunResult
+
+T = TypeVar("T")
 
 
 class SessionAPI(ABC):
@@ -36,7 +40,7 @@ class SessionAPI(ABC):
 
     async def arun(self, code: str, timeout: float | None = None, image_index: int | None = None) -> RunResult:
         """Asyncio version of :meth:`run`; many sessions can run concurrently from one event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, code, timeout, image_index)
+        return await self._offload(self.run, code, timeout, image_index)
 
     def __enter__(self) -> Self:
         return self.open()
@@ -45,7 +49,16 @@ class SessionAPI(ABC):
         self.close()
 
     async def __aenter__(self) -> Self:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.open)
+        return await self._offload(self.open)
 
     async def __aexit__(self, *exc: Any) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.close)
+        await self._offload(self.close)
+
+    async def _offload(self, call: Callable[..., T], *args: Any) -> T:
+        """Run a blocking call on the sandbox's executor; a sandbox closed meanwhile is a ``SandboxError``."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+        except RuntimeError as exc:
+            if "shutdown" not in str(exc):
+                raise
+            raise SandboxError("the sandbox is closed") from exc
