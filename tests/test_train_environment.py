@@ -38,6 +38,7 @@ from codevision.rewards.spec import RewardSpec
 from codevision.sandbox import Sandbox
 from codevision.testing import build_tiny_qwen_vl
 from codevision.train.environment import SandboxEnvironment, environment_class
+from codevision.train.grpo import _is_text_only_round_failure
 from codevision.train.rollouts import RolloutReward
 from tests.test_call_rules import TRL_READINGS, call
 from tests.token_ids import canonical, noncanonical
@@ -244,3 +245,34 @@ def test_a_call_trl_cannot_parse_ends_the_rollout_without_a_tool_run(
         (turn,) = trajectory.turns
         assert turn.text == broken and turn.outcomes == [] and trajectory.stop_reason == "no_action"
         assert breakdown["codevision.mandatory"] == 0.0 and total <= breakdown["codevision.format"]
+
+
+@pytest.mark.xfail(
+    raises=AttributeError,
+    strict=True,
+    reason="TRL 1.16: a tool round in which no call of the batch returned an image splits the prompt's image "
+    "fields twice (split_pixel_values_by_grid on a list) and the step fails; see docs/training.md",
+)
+def test_a_tool_round_that_returns_no_image_in_the_whole_batch(
+    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Every rollout's first call prints and shows nothing. This pins TRL's failure: when TRL fixes it,
+    the test passes, the strict xfail turns it red, and the documented limitation can go."""
+    tokenizer = processor.tokenizer
+    text_only = canonical(tokenizer, call({"code": "print(image.size)"}))
+    answer = canonical(tokenizer, "<answer>x</answer>")
+    tool_response = tokenizer.convert_tokens_to_ids("<tool_response>")
+
+    def sample(prompt_ids: list[list[int]]) -> list[list[int]]:
+        first_turn = all(tool_response not in ids for ids in prompt_ids)
+        return [list(text_only if first_turn else answer) for _ in prompt_ids]
+
+    reward = RolloutReward(RewardSpec(), get_protocol(), tokenizer)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir)
+    trainer = grpo_trainer(model, processor, sandbox, reward, sample, tmp_path)
+    try:
+        trainer._generate_and_score_completions([trainer.train_dataset[0], trainer.train_dataset[1]])
+    except AttributeError as exc:
+        # `train grpo` recognises this failure and explains it instead of a traceback.
+        assert _is_text_only_round_failure(exc)
+        raise

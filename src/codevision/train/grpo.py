@@ -12,6 +12,7 @@ A run writes resumable ``checkpoint-N/`` folders with the manifest and, at the e
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +124,30 @@ def train_grpo(
         trainer = _trainer(
             settings, model, processor, budget, protocol, spec, sandbox, (rows, held_out), run_manifest, on_log
         )
-        trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-        release_all(trainer.environments)
+        try:
+            trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
+        except AttributeError as exc:
+            if not _is_text_only_round_failure(exc):
+                raise
+            raise TrainingError(TEXT_ONLY_ROUND) from exc
+        finally:
+            release_all(trainer.environments)
     final = save_final(trainer, settings, output_dir, run_manifest)
     return GRPOOutcome(final, trainer.state.global_step, resumed_from, list(trainer.state.log_history))
+
+
+TEXT_ONLY_ROUND = (
+    "TRL's GRPO step failed on a tool round in which no call of the batch returned an image (every call "
+    "printed only, or failed): TRL 1.16 then splits the prompts' image inputs twice. This is TRL's bug and "
+    "codevision does not patch TRL; continue with --resume from the newest checkpoint (save_steps sets how "
+    "much is lost), and a larger batch_size makes such a batch rarer. See docs/training.md."
+)
+
+
+def _is_text_only_round_failure(exc: AttributeError) -> bool:
+    """Whether the error is TRL 1.16's failure on a tool round that returned no image (see TEXT_ONLY_ROUND)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].name == "split_pixel_values_by_grid"
 
 
 def trl_protocol(name: str) -> HermesProtocol:
