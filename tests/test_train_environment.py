@@ -38,7 +38,7 @@ from codevision.rewards.spec import RewardSpec
 from codevision.sandbox import Sandbox
 from codevision.testing import build_tiny_qwen_vl
 from codevision.train.environment import SandboxEnvironment, environment_class
-from codevision.train.grpo import _is_text_only_round_failure
+from codevision.train.grpo import prepare_for_trl
 from codevision.train.rollouts import RolloutReward
 from tests.test_call_rules import TRL_READINGS, call
 from tests.token_ids import canonical, noncanonical
@@ -62,11 +62,9 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def processor(model_dir: Path) -> Any:
-    from trl import chat_template_utils
-
     loaded = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    # The shipped template is unknown to TRL's parser registry: give it the Qwen3 parser it needs.
-    loaded.tokenizer.response_template = chat_template_utils.qwen3_template
+    # As `train grpo` prepares it: the Qwen3 parser for the shipped template, image inputs as tensors.
+    prepare_for_trl(loaded)
     return loaded
 
 
@@ -247,17 +245,11 @@ def test_a_call_trl_cannot_parse_ends_the_rollout_without_a_tool_run(
         assert breakdown["codevision.mandatory"] == 0.0 and total <= breakdown["codevision.format"]
 
 
-@pytest.mark.xfail(
-    raises=AttributeError,
-    strict=True,
-    reason="TRL 1.16: a tool round in which no call of the batch returned an image splits the prompt's image "
-    "fields twice (split_pixel_values_by_grid on a list) and the step fails; see docs/training.md",
-)
-def test_a_tool_round_that_returns_no_image_in_the_whole_batch(
+def test_a_tool_round_that_returns_no_image_in_the_whole_batch_still_trains(
     model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
 ) -> None:
-    """Every rollout's first call prints and shows nothing. This pins TRL's failure: when TRL fixes it,
-    the test passes, the strict xfail turns it red, and the documented limitation can go."""
+    """Every rollout's first call only prints. With the PIL image processor's numpy outputs TRL 1.16
+    failed this step (``split_pixel_values_by_grid`` on a list); ``prepare_for_trl`` makes them tensors."""
     tokenizer = processor.tokenizer
     text_only = canonical(tokenizer, call({"code": "print(image.size)"}))
     answer = canonical(tokenizer, "<answer>x</answer>")
@@ -270,9 +262,7 @@ def test_a_tool_round_that_returns_no_image_in_the_whole_batch(
     reward = RolloutReward(RewardSpec(), get_protocol(), tokenizer)
     model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir)
     trainer = grpo_trainer(model, processor, sandbox, reward, sample, tmp_path)
-    try:
-        trainer._generate_and_score_completions([trainer.train_dataset[0], trainer.train_dataset[1]])
-    except AttributeError as exc:
-        # `train grpo` recognises this failure and explains it instead of a traceback.
-        assert _is_text_only_round_failure(exc)
-        raise
+    trainer._generate_and_score_completions([trainer.train_dataset[0], trainer.train_dataset[1]])
+    for trajectory, _, _ in reward.last:
+        assert [len(turn.outcomes) for turn in trajectory.turns] == [1, 0]
+        assert trajectory.turns[0].outcomes[0].stdout.strip() and trajectory.final_answer == "x"

@@ -12,7 +12,6 @@ A run writes resumable ``checkpoint-N/`` folders with the manifest and, at the e
 from __future__ import annotations
 
 import contextlib
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ def train_grpo(
         raise TrainingError(f"{output_dir} holds no complete checkpoint to resume from; run without --resume")
     protocol = trl_protocol(settings.protocol)
     processor, budget, chat_template = load_processor(settings)
-    _give_tool_parser(processor)
+    prepare_for_trl(processor)
     spec = reward_spec(settings)
     if spec.weights.get("codevision") and spec.codevision.beta and settings.batch_size % settings.num_generations:
         raise TrainingError(
@@ -126,28 +125,10 @@ def train_grpo(
         )
         try:
             trainer.train(resume_from_checkpoint=str(resumed_from) if resumed_from else None)
-        except AttributeError as exc:
-            if not _is_text_only_round_failure(exc):
-                raise
-            raise TrainingError(TEXT_ONLY_ROUND) from exc
         finally:
             release_all(trainer.environments)
     final = save_final(trainer, settings, output_dir, run_manifest)
     return GRPOOutcome(final, trainer.state.global_step, resumed_from, list(trainer.state.log_history))
-
-
-TEXT_ONLY_ROUND = (
-    "TRL's GRPO step failed on a tool round in which no call of the batch returned an image (every call "
-    "printed only, or failed): TRL 1.16 then splits the prompts' image inputs twice. This is TRL's bug and "
-    "codevision does not patch TRL; continue with --resume from the newest checkpoint (save_steps sets how "
-    "much is lost), and a larger batch_size makes such a batch rarer. See docs/training.md."
-)
-
-
-def _is_text_only_round_failure(exc: AttributeError) -> bool:
-    """Whether the error is TRL 1.16's failure on a tool round that returned no image (see TEXT_ONLY_ROUND)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and frames[-1].name == "split_pixel_values_by_grid"
 
 
 def trl_protocol(name: str) -> HermesProtocol:
@@ -161,14 +142,22 @@ def trl_protocol(name: str) -> HermesProtocol:
     return protocol
 
 
-def _give_tool_parser(processor: Any) -> None:
-    """TRL parses tool calls with a response schema it recognises by template; Qwen-VL templates it does
-    not know (the shipped one) write Qwen3's ``<tool_call>`` JSON, so they get Qwen3's parser."""
+def prepare_for_trl(processor: Any) -> None:
+    """Set the two things TRL's tool loop expects of a processor and a Qwen-VL checkpoint may lack.
+
+    - A response parser: TRL recognises its parser by the chat template, and Qwen-VL templates it
+      does not know (the shipped one) write Qwen3's ``<tool_call>`` JSON, so they get Qwen3's.
+    - Image inputs as torch tensors: TRL's environment path concatenates the prompts' image fields
+      only when they are tensors, and a PIL image processor (the one used without torchvision)
+      returns numpy arrays by default. Left as arrays, the first tool round in which no call of the
+      batch returns an image fails the step (``split_pixel_values_by_grid`` on a list).
+    """
     from trl import chat_template_utils
 
     tokenizer = processor.tokenizer
     if getattr(tokenizer, "response_template", None) is None:
         tokenizer.response_template = chat_template_utils.qwen3_template
+    processor.image_processor.return_tensors = "pt"
 
 
 def _trainer(
