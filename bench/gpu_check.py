@@ -108,7 +108,7 @@ def grpo(model: Path, out: Path, steps: int, device: str) -> dict[str, Any]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
     import transformers
-    from trl import GRPOConfig, GRPOTrainer, chat_template_utils
+    from trl import GRPOConfig, GRPOTrainer
 
     from codevision.chat import ImageBudget
     from codevision.data.hf import without_none
@@ -119,11 +119,12 @@ def grpo(model: Path, out: Path, steps: int, device: str) -> dict[str, Any]:
     from codevision.rewards.spec import RewardSpec
     from codevision.sandbox import Sandbox
     from codevision.train.environment import SandboxEnvironment, environment_class
+    from codevision.train.grpo import prepare_for_trl
     from codevision.train.rollouts import RolloutReward
 
     processor = transformers.AutoProcessor.from_pretrained(model, trust_remote_code=True)
+    prepare_for_trl(processor)
     tokenizer = processor.tokenizer
-    tokenizer.response_template = chat_template_utils.qwen3_template
     budget, protocol = ImageBudget.from_processor(processor), get_protocol()
     rows = without_none(trl_grpo_dataset([EvalItem(SIGN.task())], protocol).select([0] * 64))
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")

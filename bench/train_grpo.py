@@ -620,11 +620,12 @@ def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     import datasets
     import torch
     import transformers
-    from trl import GRPOConfig, GRPOTrainer, chat_template_utils
+    from trl import GRPOConfig, GRPOTrainer
 
     from codevision.chat import load_template
     from codevision.demo import SIGN
     from codevision.testing import build_tiny_qwen_vl
+    from codevision.train.grpo import prepare_for_trl
 
     transformers.logging.set_verbosity_error()  # also turns the trainer's progress bars off
     transformers.utils.logging.disable_progress_bar()
@@ -638,8 +639,7 @@ def measure_steps(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         model_dir = build_tiny_qwen_vl(work / "qwen3_vl", family="qwen3_vl")
         (model_dir / "chat_template.jinja").write_text(load_template(), encoding="utf-8")
         processor = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-        # The shipped template is unknown to TRL's parser registry: give it the Qwen3 parser, as the tests do.
-        processor.tokenizer.response_template = chat_template_utils.qwen3_template
+        prepare_for_trl(processor)  # as `train grpo` does
         tokenizer = processor.tokenizer
         end = tokenizer.convert_tokens_to_ids("<|im_end|>")
         call = [*tokenizer(SIGN.replies[0], add_special_tokens=False)["input_ids"], end]
