@@ -25,6 +25,7 @@ pytest.importorskip("trl", reason="needs trl (see .venv-transformers)")
 
 import torch
 import transformers
+import trl
 
 from codevision.agent import run_agent
 from codevision.chat import ChatRenderer, ImageBudget, load_template
@@ -266,3 +267,32 @@ def test_a_tool_round_that_returns_no_image_in_the_whole_batch_still_trains(
     for trajectory, _, _ in reward.last:
         assert [len(turn.outcomes) for turn in trajectory.turns] == [1, 0]
         assert trajectory.turns[0].outcomes[0].stdout.strip() and trajectory.final_answer == "x"
+
+
+def test_generation_never_samples_an_image_or_video_pad(
+    model_dir: Path, processor: Any, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A sampled video pad made Qwen-VL's position ids fail in the loss (``get_rope_index``) and ended a
+    run; TRL itself suppresses only the image pad, so `train grpo` suppresses both."""
+    from codevision.train.config import GRPOSettings, build
+    from codevision.train.grpo import grpo_config
+
+    settings = build(
+        GRPOSettings,
+        {"model": str(model_dir), "data": ["rows.parquet"], "output_dir": str(tmp_path), "num_generations": 2,
+         "batch_size": 2, "dtype": "float32", "report_to": "none"},
+        where="test",
+    )  # fmt: skip
+    pads = ChatRenderer(processor).vision_ids
+    assert len(pads) == 2
+    reward = RolloutReward(RewardSpec(), get_protocol(), processor.tokenizer)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(model_dir)
+    trainer = trl.GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],
+        args=grpo_config(settings, unsampled=pads),
+        train_dataset=sign_rows(2),
+        processing_class=processor,
+        environment_factory=environment_class(reward.protocol, sandbox, ImageBudget.from_processor(processor)),
+    )
+    assert set(trainer.generation_config.suppress_tokens) == pads

@@ -12,12 +12,12 @@ A run writes resumable ``checkpoint-N/`` folders with the manifest and, at the e
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codevision.chat import ImageBudget
+from codevision.chat import ChatRenderer, ImageBudget
 from codevision.protocols import get_protocol
 from codevision.protocols.toolcalls import HermesProtocol
 from codevision.rewards.spec import RewardSpec
@@ -180,7 +180,7 @@ def _trainer(
     return trl.GRPOTrainer(
         model=model,
         reward_funcs=[rollout_reward(settings, spec, protocol, processor.tokenizer)],
-        args=grpo_config(settings),
+        args=grpo_config(settings, unsampled=ChatRenderer(processor).vision_ids),
         train_dataset=datasets[0],
         eval_dataset=datasets[1],
         processing_class=processor,
@@ -210,12 +210,19 @@ def rollout_reward(settings: GRPOSettings, spec: RewardSpec, protocol: HermesPro
     return JudgedRolloutReward(spec, protocol, tokenizer, judge, **options)
 
 
-def grpo_config(settings: GRPOSettings) -> Any:
-    """TRL's ``GRPOConfig`` for the settings; each codevision key maps onto one TRL key (docs/training.md)."""
+def grpo_config(settings: GRPOSettings, *, unsampled: Collection[int] = ()) -> Any:
+    """TRL's ``GRPOConfig`` for the settings; each codevision key maps onto one TRL key (docs/training.md).
+
+    ``unsampled`` are tokens generation must never produce: the image and video pads. TRL suppresses
+    only the image pad when it generates with transformers, and a sampled video pad makes Qwen-VL's
+    position ids fail in the loss's forward pass (``get_rope_index``), which ends the run.
+    """
     import torch
     import trl
 
-    vllm = {"use_vllm": settings.use_vllm}
+    vllm: dict[str, Any] = {"use_vllm": settings.use_vllm}
+    if unsampled and not settings.use_vllm:
+        vllm["generation_kwargs"] = {"suppress_tokens": sorted(unsampled)}
     if settings.use_vllm:
         vllm |= {"vllm_mode": settings.vllm_mode, "vllm_gpu_memory_utilization": settings.vllm_gpu_memory_utilization}
         if settings.vllm_mode == "server":
