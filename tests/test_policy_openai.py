@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -282,7 +283,15 @@ def test_concurrency_limit_is_respected() -> None:
 
 
 def test_sixty_four_concurrent_calls_complete() -> None:
-    with FakeOpenAIServer(["ok"], delay=0.5) as server:
+    """Each reply waits until all 64 requests are in flight, so the test proves the client sends them
+    together however slowly a loaded machine opens the connections (a barrier, not a delay)."""
+    all_in_flight = threading.Barrier(64, timeout=60)
+
+    def reply(body: dict[str, Any]) -> str:
+        all_in_flight.wait()
+        return "ok"
+
+    with FakeOpenAIServer(reply) as server:
         generations = run(generate_all(OpenAIPolicy(server.url, server.model, max_concurrency=64), 64))
     assert [g.text for g in generations] == ["ok"] * 64
     assert server.max_in_flight == 64
