@@ -29,6 +29,7 @@ from codevision.rewards.faithfulness import (
 from codevision.rewards.format import FormatConfig, format_reward
 from codevision.rewards.outcome import OutcomeConfig, judged_score, outcome_from_score, outcome_reward
 from codevision.scoring import LLMJudge
+from codevision.scoring.judge import JudgeError
 from codevision.task import Task
 from codevision.trajectory import Trajectory
 
@@ -127,3 +128,11 @@ class RewardSpec(BaseModel):
                 accuracy = outcome_from_score(judged, self.codevision.outcome)
                 results[part] = codevision_reward(task, trajectory, self.codevision, outcome=accuracy)
         return self._combine(results)
+
+    async def acompute_or_rules(self, task: Task, trajectory: Trajectory, judge: LLMJudge) -> tuple[RewardResult, bool]:
+        """:meth:`acompute` with ``judge``; when the judge stays down after its retries, the rules alone and
+        ``True``, so that a trainer scores the rollout and counts the fallback instead of stopping."""
+        try:
+            return await self.acompute(task, trajectory, judge=judge), False
+        except JudgeError:
+            return self.compute(task, trajectory), True

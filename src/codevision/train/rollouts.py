@@ -25,7 +25,6 @@ from codevision.rewards.base import RewardResult
 from codevision.rewards.codevision import group_necessity
 from codevision.rewards.spec import RewardSpec
 from codevision.scoring import LLMJudge
-from codevision.scoring.judge import JudgeError
 from codevision.task import Task
 from codevision.train.environment import SandboxEnvironment
 from codevision.trajectory import Trajectory, Turn
@@ -220,16 +219,12 @@ class JudgedRolloutReward(RolloutReward):
         **kwargs: Any,
     ) -> list[float]:
         rollouts = self._rollouts(completion_ids, environments)
-        results = await asyncio.gather(*(self._judged(task, trajectory) for task, trajectory in rollouts))
+        results = await asyncio.gather(
+            *(self.spec.acompute_or_rules(task, trajectory, self.judge) for task, trajectory in rollouts)
+        )
         fallbacks = sum(fell_back for _, fell_back in results)
         self.fallbacks += fallbacks
         if log_metric is not None:
             log_metric("reward/judge_fallbacks", float(fallbacks))
         scored = [(task, trajectory, result) for (task, trajectory), (result, _) in zip(rollouts, results, strict=True)]
         return self._finish(scored, log_metric, kwargs)
-
-    async def _judged(self, task: Task, trajectory: Trajectory) -> tuple[RewardResult, bool]:
-        try:
-            return await self.spec.acompute(task, trajectory, judge=self.judge), False
-        except JudgeError:
-            return self.spec.compute(task, trajectory), True

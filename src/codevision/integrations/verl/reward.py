@@ -33,7 +33,6 @@ from codevision.rewards.base import RewardResult
 from codevision.rewards.outcome import outcome_reward
 from codevision.rewards.spec import RewardSpec
 from codevision.scoring import LLMJudge
-from codevision.scoring.judge import JudgeError
 from codevision.task import Task
 from codevision.trajectory import Trajectory
 
@@ -66,14 +65,10 @@ def compute_score(
     task, trajectory = episode_of(extra_info)
     spec, terms = reward_spec(reward_kwargs.get("reward_spec"))
     judge = _judge(reward_kwargs)
-    fallback = False
     if judge is None:
-        result = spec.compute(task, trajectory)
+        result, fallback = spec.compute(task, trajectory), False
     else:
-        try:
-            result = judge.run_sync(spec.acompute(task, trajectory, judge=judge))
-        except JudgeError:
-            result, fallback = spec.compute(task, trajectory), True
+        result, fallback = judge.run_sync(spec.acompute_or_rules(task, trajectory, judge))
     return score_fields(task, trajectory, result, terms, judge_fallback=fallback)
 
 
