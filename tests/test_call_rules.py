@@ -115,3 +115,19 @@ def test_call_rules_apply_only_to_protocols_with_json_tool_calls() -> None:
     protocol = get_protocol("codevision", system_prompt="Be brief.")
     moved = protocol.under_rules("trl")
     assert (moved.calls, moved.system_prompt(), protocol.calls) == ("trl", "Be brief.", "lenient")
+
+
+def test_many_calls_in_one_reply_under_trl_rules_earn_no_more_than_one(sandbox: Sandbox) -> None:
+    """TRL runs every call of a reply, so a policy could sweep rotations in one turn; the reward counts each
+    call and each shown image, so the sweep pays less than the one right call."""
+    from codevision.rewards.spec import RewardSpec
+
+    protocol = get_protocol("codevision", calls="trl")
+    task = SIGN.task()
+    right_call, answer = SIGN.replies
+    sweep = "".join(call({"code": f"display(image.rotate({angle}, expand=True))"}) for angle in (90, 180, 270, 0) * 2)
+    honest = run_agent(task, ScriptedPolicy([right_call, answer]), sandbox, protocol)
+    swept = run_agent(task, ScriptedPolicy([sweep, answer]), sandbox, protocol)
+    assert len(swept.turns[0].outcomes) == 8
+    spec = RewardSpec()
+    assert spec.compute(task, swept).total < spec.compute(task, honest).total
