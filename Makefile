@@ -27,7 +27,7 @@ LF_DEPS ?= transformers>=4.55.0,<=5.6.0,!=4.57.0 accelerate>=1.3.0,<=1.11.0 data
   pandas protobuf safetensors scipy sentencepiece
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint test-core test-engine test-verl test-llamafactory browser bench clean
+.PHONY: demo demo-train test lint test-core test-engine test-verl test-llamafactory browser bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "codevision needs Python >= 3.10")'
@@ -69,6 +69,11 @@ $(LF_VENV)/.installed: pyproject.toml
 demo: $(VENV)/.core-installed
 	$(BIN)/codevision demo
 
+# A tiny model learns on CPU: data synth, train sft, train grpo and eval in the training environment.
+DEMO_TRAIN_OUT ?= codevision-demo-train
+demo-train: $(ENGINE_VENV)/.installed
+	$(ENGINE_BIN)/codevision demo train --out $(DEMO_TRAIN_OUT) --overwrite
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check src tests bench
 
@@ -81,12 +86,13 @@ browser:
 test-core: lint browser
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-# The SFT tests also load a trained checkpoint in verl's environment (transformers 5.10).
+# The SFT tests also load a trained checkpoint in verl's environment (transformers 5.10); the demo's
+# shortened training run (about 5 minutes) checks that SFT and GRPO both improve the model.
 test-engine: $(ENGINE_VENV)/.installed $(VERL_VENV)/.installed
 	CODEVISION_VERL_PYTHON=$(abspath $(VERL_BIN))/python $(ENGINE_BIN)/python -m pytest -n 2 \
 	  tests/test_transformers_backend.py tests/test_chat_render.py tests/test_data_trl.py tests/test_data_stats.py \
 	  tests/test_train_sft.py tests/test_tools.py tests/test_train_environment.py \
-	  tests/test_train_grpo.py
+	  tests/test_train_grpo.py tests/test_training_demo_model.py tests/test_demo_train.py
 
 # The verl export read by verl's own RLHFDataset, the chat renderer under verl's transformers (5.10;
 # the tests that need TRL skip themselves), the recipe's config, and the agent loop and reward run
@@ -112,4 +118,4 @@ bench: $(VENV)/.core-installed $(ENGINE_VENV)/.installed
 	$(ENGINE_BIN)/python bench/train_grpo.py
 
 clean:
-	rm -rf $(VENV) $(ENGINE_VENV) $(VERL_VENV) $(LF_VENV) codevision-out codevision-demo codevision-runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(ENGINE_VENV) $(VERL_VENV) $(LF_VENV) codevision-out codevision-demo codevision-demo-train codevision-runs .pytest_cache .ruff_cache

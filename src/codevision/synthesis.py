@@ -36,7 +36,7 @@ KINDS = ("single", "multi", "crop", "recovery", "direct")
 # A kept crop must show at least this share of the target region.
 CROP_COVERAGE = 0.5
 
-_KIND_GUIDANCE = {
+KIND_GUIDANCE = {
     "single": "Solve it with exactly one tool call that applies the required operations, then answer.",
     "multi": "Use several tool calls, one step each (e.g. fix the orientation, then zoom in), then answer.",
     "crop": "Zoom in from coarse to fine: crop a larger region around the target first, then a tighter one.",
@@ -50,7 +50,7 @@ _KIND_GUIDANCE = {
 
 def guidance(task: Task, kind: str) -> str:
     """Private instructions for the teacher; never part of the saved conversation."""
-    lines = [f"[Guidance for this example; do not mention it] {_KIND_GUIDANCE[kind]}"]
+    lines = [f"[Guidance for this example; do not mention it] {KIND_GUIDANCE[kind]}"]
     if task.expected_ops and kind != "direct":
         lines.append(f"Operations a correct solution needs: {', '.join(task.expected_ops)}.")
     if task.bboxes and kind != "direct":

@@ -11,6 +11,8 @@ from codevision import __version__
 from codevision.agent import run_agent
 from codevision.cli import render
 from codevision.cli.data import data_app
+from codevision.cli.demo_train import EPILOG as DEMO_TRAIN_EPILOG
+from codevision.cli.demo_train import demo_train_command
 from codevision.cli.evaluate import bench_app, eval_app
 from codevision.cli.outputs import claim_folder
 from codevision.cli.run import TurnPrinter, run_command
@@ -60,8 +62,18 @@ def _root(
     """codevision command line."""
 
 
-@app.command(epilog="Example: codevision demo --out codevision-demo")
+demo_app = typer.Typer(
+    help="The bundled demos: the agent on three photos (no model), or `demo train` (a tiny model learns).",
+    epilog="Examples:\n\n  codevision demo --out codevision-demo\n\n  codevision demo train",
+    invoke_without_command=True,
+)
+app.add_typer(demo_app, name="demo")
+demo_app.command("train", epilog=DEMO_TRAIN_EPILOG)(demo_train_command)
+
+
+@demo_app.callback(invoke_without_command=True)
 def demo(
+    ctx: typer.Context,
     out: Path = typer.Option(
         Path("codevision-demo"), "--out", "-o", help="Folder for the trajectories and the viewer."
     ),
@@ -73,7 +85,10 @@ def demo(
     a scripted policy plays the model, writing the code a trained model would; the code runs in the
     real sandbox; each turn is streamed; the trajectories are saved and an HTML viewer is written.
     A folder holding an earlier demo is replaced; any other non-empty folder needs --overwrite.
+    `codevision demo train` trains a tiny model instead (see its --help).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     claim_folder(out, overwrite=overwrite or (out / DEMO_MARKER).exists())
     (out / DEMO_MARKER).write_text("codevision demo output; `codevision demo` replaces this folder\n")
     console = Console()

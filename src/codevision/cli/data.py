@@ -287,10 +287,15 @@ def stats_command(
     ),
 )
 def synth_command(
-    teacher: str = typer.Option(..., help="The teacher: server URL, model folder, or scripted:FILE."),
+    teacher: str = typer.Option(
+        ..., help="The teacher: server URL, model folder, scripted:FILE, or builtin:quadrants (the demo's)."
+    ),
     teacher_model: str | None = typer.Option(None, help="Model name to request (default: the first the server lists)."),
     source: str = typer.Option(..., help="Source tasks, NAME:PATH."),
     transforms: str | None = typer.Option(None, help="Transforms applied to the source items."),
+    original: bool = typer.Option(
+        False, "--original/--no-original", help="With --transforms, also synthesise from the untransformed items."
+    ),
     kinds: str = typer.Option("single,multi,crop,recovery,direct", help="Kinds, assigned to items in turn."),
     n: int = typer.Option(100, min=1, help="Items to attempt (a seeded sample of the source x transforms)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder: accepted/ and rejected/ trajectories, results, yield."),
@@ -345,7 +350,7 @@ def synth_command(
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         items = [i for i in build_items(list(benchmark), chosen, base_dir=benchmark.base_dir, seed=seed)
-                 if not chosen or i.transform != "none"]  # fmt: skip
+                 if not chosen or original or i.transform != "none"]  # fmt: skip
     except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError, ImportError) as exc:
         raise _fail(str(exc)) from exc
     if not items:

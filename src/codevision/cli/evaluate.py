@@ -37,6 +37,7 @@ from codevision.eval.scorer import make_scorer, rule_name
 from codevision.policies.factory import make_policy
 from codevision.protocols import get_protocol
 from codevision.protocols.registry import DEFAULT_PROTOCOL
+from codevision.rewards.spec import RewardSpec
 from codevision.scoring import PromptFileError, ScoringOptions, official_prompts_needed
 from codevision.transforms import TransformSpecError, parse_transforms
 from codevision.viewer import write_viewer
@@ -75,6 +76,22 @@ def _transforms(specs: str | None) -> list:
         return parse_transforms(specs)
     except TransformSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="--transforms") from exc
+
+
+def _reward_spec(spec: str | None) -> RewardSpec | None:
+    """``--reward``: a named spec or a RewardSpec YAML file; a bad file is a usage error naming it."""
+    if spec is None:
+        return None
+    if spec == "codevision":
+        return RewardSpec()
+    if spec == "tapo":
+        return RewardSpec.tapo()
+    try:
+        return RewardSpec.from_yaml(spec)
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{spec} is neither codevision, tapo nor a file", param_hint="--reward") from None
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--reward") from None
 
 
 def _epilog() -> str:
@@ -122,6 +139,13 @@ def eval_command(
     workers: int = typer.Option(4, min=1, help="Sandbox code cells executing at once."),
     limit: int | None = typer.Option(None, min=1, help="Use only the first N items of each benchmark."),
     max_turns: int = typer.Option(12, min=1, help="Assistant turns per item."),
+    max_tokens: int = typer.Option(4096, min=1, help="Tokens one reply of the model may generate."),
+    reward: str | None = typer.Option(
+        None,
+        metavar="codevision|tapo|FILE",
+        help="Also record the training reward of each episode (CodeVision's dense reward, CodeV's TAPO mix, "
+        "or a RewardSpec YAML file) and report its mean per term.",
+    ),
     judge: str | None = typer.Option(
         None, help="OpenAI-compatible server of the judge, where the official rule uses one."
     ),
@@ -166,6 +190,7 @@ def eval_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--protocol") from exc
     schemas = read_tools(tools, chosen)
+    reward_spec = _reward_spec(reward)
     chosen_tool_choice = read_tool_choice(tool_choice, schemas)
     config = {
         "model": model,
@@ -179,6 +204,8 @@ def eval_command(
         "transforms": transforms,
         "limit": limit,
         "max_turns": max_turns,
+        "max_tokens": max_tokens,
+        "reward": reward,
         "seed": seed,
     }
     try:
@@ -194,6 +221,7 @@ def eval_command(
     if previous is not None:
         previous.setdefault("scoring", ScoringOptions().as_config())  # runs from before scoring modes
         previous.setdefault("calls", "lenient")  # runs from before call rules
+        previous.setdefault("reward", None)  # runs from before --reward
         keys = (
             "model",
             "protocol",
@@ -205,6 +233,7 @@ def eval_command(
             "transforms",
             "seed",
             "scoring",
+            "reward",
         )
         changed = [k for k in keys if previous.get(k) != config[k]]
         if changed:
@@ -271,12 +300,13 @@ def eval_command(
                     mathvista_quick_extract=mathvista_quick_extract,
                 ),
                 out=out,
-                limits=Limits(max_turns=max_turns),
+                limits=Limits(max_turns=max_turns, max_tokens_per_turn=max_tokens),
                 concurrency=concurrency,
                 retry_failed=retry_failed,
                 skip_bad_items=skip_bad_items,
                 console=console,
                 waiting=lambda: wait_message([("the model", policy), ("the judge", judge_client)]),
+                reward=reward_spec,
             )
         )
     except RunStopped as exc:

@@ -88,6 +88,7 @@ def build_report(records: Iterable[Record], config: dict[str, Any] | None = None
     report["benchmark_transforms"] = _benchmark_transforms(done)
     report["tool_use"] = _tool_use(done)
     report["faithfulness"] = _faithfulness(done)
+    report["rewards"] = _rewards(done, config)
     report["cost"] = {
         "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in done),
         "completion_tokens": sum(r.get("completion_tokens", 0) for r in done),
@@ -197,6 +198,25 @@ def _tool_use(done: list[Record]) -> dict[str, Any]:
         )
         if with_expected
         else None,
+    }
+
+
+def _rewards(done: list[Record], config: dict[str, Any]) -> dict[str, Any] | None:
+    """The mean training reward (``eval --reward``) and each term's mean, beside the share of items
+    answered in the protocol's format: what a trainer would have paid for these episodes."""
+    rewarded = [r for r in done if r.get("reward") is not None]
+    if not rewarded:
+        return None
+    terms = sorted({term for r in rewarded for term in r.get("reward_terms", {})})
+    return {
+        "spec": config.get("reward"),
+        "items": len(rewarded),
+        "mean": round(sum(r["reward"] for r in rewarded) / len(rewarded), 4),
+        "answered_in_format": round(100.0 * sum(1 for r in done if r.get("stop_reason") == "answered") / len(done), 2),
+        **{
+            f"mean {term}": round(sum(r.get("reward_terms", {}).get(term, 0.0) for r in rewarded) / len(rewarded), 4)
+            for term in terms
+        },
     }
 
 

@@ -146,6 +146,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         _turns(report),
         _facts("tool_use", "Tool use", report["tool_use"]),
         _facts("faithfulness", "Faithfulness (crops against the target boxes, from geometry)", report["faithfulness"]),
+        _facts("rewards", "Training reward of the episodes (eval --reward)", report.get("rewards")),
         _facts("cost", "Cost", report["cost"]),
         _items("failed", "Failed items", report["failed"], "failed"),
         _items("skipped", "Skipped items", report["skipped"], "skipped because their input could not be read"),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,6 +30,9 @@ from codevision.sandbox import RemoteSandbox, Sandbox
 from codevision.scoring.judge import JudgeError
 from codevision.task import Task
 from codevision.trajectory import Trajectory
+
+if TYPE_CHECKING:
+    from codevision.rewards.spec import RewardSpec
 
 NO_TRANSFORM = "none"
 # The stop reasons that fail an item (not a wrong answer), and the stage a result line names for each.
@@ -99,9 +102,18 @@ def faithfulness(task: Task, trajectory: Trajectory) -> dict[str, int] | None:
 
 
 def summarize(
-    item: EvalItem, task: Task, trajectory: Trajectory, folder: str, *, judge_failure: str | None = None
+    item: EvalItem,
+    task: Task,
+    trajectory: Trajectory,
+    folder: str,
+    *,
+    judge_failure: str | None = None,
+    reward: RewardSpec | None = None,
 ) -> dict[str, Any]:
     """The result line of one item: everything the report needs without reopening trajectories.
+
+    With ``reward``, the line also holds the reward a trainer using that spec would have paid for
+    the episode (its total and each term), computed by the trainers' own code.
 
     ``judge_failure`` is the judge server's error when it could not score the item: the item then
     counts as failed, but its trajectory is kept, so ``--retry-failed`` re-scores it without the model.
@@ -145,7 +157,13 @@ def summarize(
         "seconds": round(trajectory.seconds, 3),
         "metadata": {k: v for k, v in task.metadata.items() if isinstance(v, (str, int, float, bool))},
         "trajectory": f"items/{folder}",
+        **(_reward_fields(reward, task, trajectory) if reward is not None and not stage else {}),
     }
+
+
+def _reward_fields(reward: RewardSpec, task: Task, trajectory: Trajectory) -> dict[str, Any]:
+    result = reward.compute(task, trajectory)
+    return {"reward": round(result.total, 4), "reward_terms": {k: round(v, 4) for k, v in result.breakdown.items()}}
 
 
 def _failure(item: EvalItem, reason: str, *, stage: str, status: str = "failed") -> dict[str, Any]:
@@ -188,6 +206,7 @@ async def evaluate(
     skip_bad_items: bool = False,
     console: Console | None = None,
     waiting: Callable[[], str | None] | None = None,
+    reward: RewardSpec | None = None,
 ) -> ResultStore:
     """Run every item not yet in ``out``'s results; returns the store with all results.
 
@@ -196,7 +215,8 @@ async def evaluate(
     whose images cannot be read is recorded as failed with the reason, or as ``skipped`` with
     ``skip_bad_items``; the other items run either way. Lines superseded by a retry are compacted away
     when the run ends, so ``results.jsonl`` holds one line per item. ``waiting`` describes a reply that
-    is late (shown beside the progress bar, so a hung server is never silence).
+    is late (shown beside the progress bar, so a hung server is never silence). ``reward`` adds the
+    training reward of each episode to its line (see :func:`summarize`).
     """
     store = ResultStore(out)
     todo = []
@@ -234,9 +254,11 @@ async def evaluate(
                 previous = store.records.get(item.key)
                 try:
                     if previous is not None and rescorable(previous):
-                        record = await _rescore(item, previous, store, scorer)
+                        record = await _rescore(item, previous, store, scorer, reward)
                     else:
-                        record = await _run(item, store, policy, sandbox, protocol, scorer, limits, skip_bad_items)
+                        record = await _run(
+                            item, store, policy, sandbox, protocol, scorer, limits, skip_bad_items, reward
+                        )
                 except Exception as exc:  # the item is recorded as failed, never dropped
                     record = _failure(item, f"{type(exc).__name__}: {exc}", stage="internal")
                 finally:
@@ -282,6 +304,7 @@ async def _run(
     scorer: Scorer,
     limits: Limits | None,
     skip_bad_items: bool,
+    reward: RewardSpec | None,
 ) -> dict[str, Any] | None:
     """Run and score one item; None when the model became unavailable (the item stays missing)."""
     try:
@@ -296,17 +319,19 @@ async def _run(
         judge_failure = await _score(scorer, task, trajectory)
     folder = item_folder(item.key)
     trajectory.save(store.directory / "items" / folder)
-    return summarize(item, task, trajectory, folder, judge_failure=judge_failure)
+    return summarize(item, task, trajectory, folder, judge_failure=judge_failure, reward=reward)
 
 
-async def _rescore(item: EvalItem, previous: dict[str, Any], store: ResultStore, scorer: Scorer) -> dict[str, Any]:
+async def _rescore(
+    item: EvalItem, previous: dict[str, Any], store: ResultStore, scorer: Scorer, reward: RewardSpec | None
+) -> dict[str, Any]:
     """Score a saved trajectory again (the judge is back, or was added); the model is not asked."""
     folder = previous["trajectory"].removeprefix("items/")
     trajectory = Trajectory.load(store.directory / previous["trajectory"])
     task = item.task
     judge_failure = await _score(scorer, task, trajectory)
     trajectory.save(store.directory / "items" / folder)
-    return summarize(item, task, trajectory, folder, judge_failure=judge_failure)
+    return summarize(item, task, trajectory, folder, judge_failure=judge_failure, reward=reward)
 
 
 async def _score(scorer: Scorer, task: Task, trajectory: Trajectory) -> str | None:

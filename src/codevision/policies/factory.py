@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from codevision.policies.openai import ToolChoice
 
 SCRIPTED_PREFIX = "scripted:"
+BUILTIN_PREFIX = "builtin:"
 
 
 def served_model(base_url: str, timeout: float = 10.0, *, flag: str = "--model-name") -> str:
@@ -45,7 +46,8 @@ def make_policy(
     tool_choice: ToolChoice | None = None,
 ) -> Policy:
     """``http(s)://…`` an OpenAI-compatible server (``timeout`` per wait, ``retries`` after the first attempt),
-    ``scripted:FILE`` a JSON list of replies, anything else a local model folder for transformers
+    ``scripted:FILE`` a JSON list of replies, ``builtin:NAME`` a scripted policy shipped with the package,
+    anything else a local model folder for transformers
     (``trust_remote_code`` runs the folder's own code). ``tools`` are rendered in the prompt (scripted replies
     see no prompt); ``tool_choice`` is sent to a server only. Errors name ``flag``, the option that gave
     ``spec``, and ``name_flag``, the one that names the served model."""
@@ -58,6 +60,8 @@ def make_policy(
         )
     if tool_choice is not None:
         raise ValueError(f"--tool-choice is sent to a server; {flag} {spec!r} is not one (http://…)")
+    if spec.startswith(BUILTIN_PREFIX):
+        return builtin_policy(spec[len(BUILTIN_PREFIX) :], flag=flag)
     if spec.startswith(SCRIPTED_PREFIX):
         path = Path(spec[len(SCRIPTED_PREFIX) :])
         try:
@@ -71,4 +75,15 @@ def make_policy(
         from codevision.policies.transformers_local import TransformersPolicy
 
         return TransformersPolicy(spec, temperature=temperature, trust_remote_code=trust_remote_code, tools=tools)
-    raise ValueError(f"{flag} {spec!r} is neither a server URL (http://…), a model folder, nor scripted:FILE")
+    raise ValueError(
+        f"{flag} {spec!r} is neither a server URL (http://…), a model folder, scripted:FILE nor builtin:NAME"
+    )
+
+
+def builtin_policy(name: str, *, flag: str = "--model") -> Policy:
+    """A scripted policy shipped with the package, by name: ``quadrants`` is the training demo's teacher."""
+    if name == "quadrants":
+        from codevision.training_demo.teacher import QuadrantTeacher
+
+        return QuadrantTeacher()
+    raise ValueError(f"{flag} builtin:{name!r} is not known; the built-in policies are: quadrants")

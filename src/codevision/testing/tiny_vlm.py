@@ -15,6 +15,7 @@ Needs torch and transformers (imported when a model is built, not when this modu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -186,16 +187,32 @@ MERGE_SIZE = 2
 MAX_IMAGE_TOKENS = 64
 
 
-def build_tiny_qwen_vl(directory: str | Path, *, family: Family = "qwen2_5_vl", seed: int = 0) -> Path:
+def build_tiny_qwen_vl(
+    directory: str | Path,
+    *,
+    family: Family = "qwen2_5_vl",
+    seed: int = 0,
+    corpus: Sequence[str] | None = None,
+    vocab_size: int = TOKENIZER_VOCAB_SIZE,
+    width: int | None = None,
+    layers: int | None = None,
+    tool_calls: bool = False,
+) -> Path:
     """Write a tiny random Qwen2.5-VL (or Qwen3-VL) model folder into ``directory`` and return it.
 
     The folder loads with ``AutoProcessor`` / ``AutoModelForImageTextToText`` (``trust_remote_code``
     for the processor) and with ``transformers serve --trust-remote-code``. The same ``seed`` gives
     the same weights. Takes a few seconds on a CPU.
+
+    A model meant to be *trained* gets its tokenizer from ``corpus`` (the lines it will read and
+    write, so its turns are a few dozen tokens instead of hundreds of bytes), a ``width`` (the
+    language model's hidden size, a multiple of 32; the vision tower is half as wide) and a number of
+    ``layers``, and ``tool_calls=True``, which lets generation emit the tool-call tokens (a random
+    model must not, an SFT-trained one must).
     """
     if family not in _SHAPES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(_SHAPES)}")
-    shape = _SHAPES[family]
+    shape = _resized(_SHAPES[family], width, layers)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -204,7 +221,7 @@ def build_tiny_qwen_vl(directory: str | Path, *, family: Family = "qwen2_5_vl", 
 
     from codevision.testing import qwen_vl_processor
 
-    tokenizer = _train_tokenizer()
+    tokenizer = _train_tokenizer(corpus or _CORPUS.splitlines(), vocab_size)
     processor_class = getattr(qwen_vl_processor, shape.processor)
     # Writes the class's source file and an ``auto_map`` into the folder, so AutoProcessor (and the
     # server) can build it with trust_remote_code.
@@ -218,20 +235,46 @@ def build_tiny_qwen_vl(directory: str | Path, *, family: Family = "qwen2_5_vl", 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    model.generation_config = _generation_config(tokenizer)
+    model.generation_config = _generation_config(tokenizer, tool_calls=tool_calls)
     model.save_pretrained(directory)
     return directory
 
 
-def _train_tokenizer() -> Any:
+def _resized(shape: _Shape, width: int | None, layers: int | None) -> _Shape:
+    """``shape`` with a language model ``width`` wide (head size 16, as the rotary sections need) and
+    ``layers`` deep, and a vision tower half as wide."""
+    if width is None and layers is None:
+        return shape
+    width = width or shape.text["hidden_size"]
+    if width % 32:
+        raise ValueError(f"width {width} is not a multiple of 32")
+    text = {
+        **shape.text,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
+        "num_attention_heads": width // 16,
+        "num_key_value_heads": width // 32,
+        "num_hidden_layers": layers or shape.text["num_hidden_layers"],
+    }
+    vision = {
+        **shape.vision,
+        "hidden_size": width // 2,
+        "intermediate_size": width,
+        "num_heads": width // 32,
+        "out_hidden_size": width,
+    }
+    return dataclasses.replace(shape, text=text, vision=vision)
+
+
+def _train_tokenizer(corpus: Sequence[str], vocab_size: int) -> Any:
     """A Qwen2 tokenizer (byte-level BPE, Qwen's pre-tokenizer) with a vocabulary trained here."""
     from tokenizers import AddedToken
     from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
     base = Qwen2Tokenizer()
     tokenizer = base.train_new_from_iterator(
-        [_CORPUS.splitlines()],
-        vocab_size=TOKENIZER_VOCAB_SIZE,
+        [list(corpus)],
+        vocab_size=vocab_size,
         new_special_tokens=list(SPECIAL_TOKENS),
         # The trainer's progress bar writes to file descriptor 1, past any redirection of sys.stdout.
         show_progress=False,
@@ -279,8 +322,9 @@ def _model_config(family: Family, shape: _Shape, tokenizer: Any) -> Any:
     )
 
 
-def _generation_config(tokenizer: Any) -> Any:
-    """Greedy by default; never emits a special or tool token except the end of the turn.
+def _generation_config(tokenizer: Any, *, tool_calls: bool = False) -> Any:
+    """Greedy by default; never emits a special or tool token except the end of the turn (and, with
+    ``tool_calls``, the tool-call tags).
 
     Random weights would otherwise produce ``<|image_pad|>`` (which breaks the next turn's image
     count) or an unparseable ``<tool_call>`` (which makes servers fail the request).
@@ -289,7 +333,9 @@ def _generation_config(tokenizer: Any) -> Any:
 
     end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     suppressed = sorted(
-        tokenizer.convert_tokens_to_ids(token) for token in (*SPECIAL_TOKENS, *TOOL_TOKENS) if token != END_OF_TURN
+        tokenizer.convert_tokens_to_ids(token)
+        for token in (*SPECIAL_TOKENS, *TOOL_TOKENS)
+        if token != END_OF_TURN and not (tool_calls and token in ("<tool_call>", "</tool_call>"))
     )
     return GenerationConfig(
         bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),

@@ -3,6 +3,7 @@ checkpoints that carry a manifest, resuming, and the final model others load."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -123,8 +124,13 @@ def manifest_callback(run_manifest: dict[str, Any], on_log: Callable[[dict[str, 
     return ManifestCallback()
 
 
+#: Every step the trainer logged, written beside final/ at the end of a run.
+LOG_HISTORY_FILE = "log_history.json"
+
+
 def save_final(trainer: Any, settings: TrainingSettings, output_dir: Path, run_manifest: dict[str, Any]) -> Path:
-    """The model others load: full weights (LoRA adapters merged), the processor (budget, template), the manifest.
+    """The model others load: full weights (LoRA adapters merged), the processor (budget, template), the manifest;
+    and, beside it, ``log_history.json``: every logged step (loss, rewards, ...) of the run, for plots.
 
     ``save_model`` gathers weights sharded by FSDP or ZeRO-3 and writes on the main process only; a LoRA
     run's adapters are merged from what it wrote, the same way ``codevision train merge`` does.
@@ -141,6 +147,8 @@ def save_final(trainer: Any, settings: TrainingSettings, output_dir: Path, run_m
         trainer.save_model(str(final))
         if trainer.is_world_process_zero():
             write_manifest(final, step_manifest)
+    if trainer.is_world_process_zero():
+        (output_dir / LOG_HISTORY_FILE).write_text(json.dumps(trainer.state.log_history, indent=1))
     return final
 
 
