@@ -100,6 +100,13 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
     ],
     "view": [(["view", "empty"], "empty"), (["view", "photo.png", "-o", "a-file/x.html"], "a-file")],
     "demo": [(["demo", "--out", "a-file"], "a-file"), (["demo", "--out", "broken"], "--overwrite")],
+    "demo train": [
+        (["demo", "train", "--resume", "--overwrite"], "choose one"),
+        (["demo", "train", "--out", "a-file"], "a-file"),
+        (["demo", "train", "--out", "broken"], "--overwrite"),
+        (["demo", "train", "--resume", "--out", "broken"], "no demo run"),
+        (["demo", "train", "--seed", "x"], "--seed"),
+    ],
     "sandbox exec": [
         (["sandbox", "exec", "photo.png", "-e", "print(1)", "--timeout", "0"], "--timeout"),
         (["sandbox", "exec", "photo.png", "-e", "print(1)", "--memory-mb", "0"], "--memory-mb"),

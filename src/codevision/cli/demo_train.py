@@ -46,15 +46,16 @@ def demo_train_command(
     from codevision.training_demo.pipeline import FULL, QUICK, Demo, StageFailed, StageResult, replace_seed
     from codevision.training_demo.report import summarize, summary_lines, write_report
 
+    if resume and overwrite:
+        raise typer.BadParameter("--resume continues the run in --out and --overwrite deletes it: choose one")
+    _claim(out, resume=resume, overwrite=overwrite)
     console = Console()
     try:
         require_training_stack()
     except TrainingError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))} (or run `make demo-train`)")
         raise typer.Exit(render.EXIT_BAD_INPUT) from None
-    if resume and overwrite:
-        raise typer.BadParameter("--resume continues the run in --out and --overwrite deletes it: choose one")
-    _claim(out, resume=resume, overwrite=overwrite)
+    (out / DEMO_TRAIN_MARKER).write_text("codevision demo train output; continue it with --resume\n")
     # A terminate signal unwinds like Ctrl-C, so the running command is stopped with the demo.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     plan = replace_seed(QUICK if quick else FULL, seed)
@@ -107,4 +108,3 @@ def _claim(out: Path, *, resume: bool, overwrite: bool) -> None:
         hint = " or --resume to continue the run in it" if marker.exists() else ""
         claim_folder(out, overwrite=overwrite, hint=hint)
     out.mkdir(parents=True, exist_ok=True)
-    marker.write_text("codevision demo train output; `codevision demo train` replaces this folder\n")
