@@ -59,7 +59,7 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(eval_pictures=12, grpo_steps=100)
+QUICK = Plan(eval_pictures=12)
 
 
 def replace_seed(plan: Plan, seed: int) -> Plan:
