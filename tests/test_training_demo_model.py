@@ -37,7 +37,7 @@ def test_the_demo_tokenizer_makes_a_tool_call_a_few_dozen_tokens(student: Path, 
     demo = AutoProcessor.from_pretrained(student, trust_remote_code=True).tokenizer
     generic = AutoProcessor.from_pretrained(build_tiny_qwen_vl(tmp_path / "generic"), trust_remote_code=True).tokenizer
     ours, theirs = len(demo(reply)["input_ids"]), len(generic(reply)["input_ids"])
-    assert ours <= 70 and ours * 2 < theirs, (ours, theirs)
+    assert ours <= 70 and 3 * ours < 2 * theirs, (ours, theirs)
     assert demo.decode(demo(reply)["input_ids"]) == reply
 
 
