@@ -89,7 +89,7 @@ test-core: lint browser
 # The SFT tests also load a trained checkpoint in verl's environment (transformers 5.10); the demo's
 # shortened training run (about 5 minutes) checks that SFT and GRPO both improve the model.
 test-engine: $(ENGINE_VENV)/.installed $(VERL_VENV)/.installed
-	CODEVISION_VERL_PYTHON=$(abspath $(VERL_BIN))/python $(ENGINE_BIN)/python -m pytest -n 2 \
+	CODEVISION_VERL_PYTHON=$(abspath $(VERL_BIN))/python $(ENGINE_BIN)/python -m pytest -n 2 --dist loadfile \
 	  tests/test_transformers_backend.py tests/test_chat_render.py tests/test_data_trl.py tests/test_data_stats.py \
 	  tests/test_train_sft.py tests/test_tools.py tests/test_train_environment.py \
 	  tests/test_train_grpo.py tests/test_training_demo_model.py tests/test_demo_train.py
