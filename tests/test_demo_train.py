@@ -83,3 +83,5 @@ def test_a_second_run_into_the_same_folder_needs_resume_or_overwrite(demo: Path)
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.count("done earlier") == 10
+    stages = json.loads((demo / "summary.json").read_text())["stages"]
+    assert stages["train sft"] > 0 and stages["train grpo"] > 0  # the first run's times are kept

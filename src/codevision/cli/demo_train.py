@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import sys
@@ -60,6 +61,8 @@ def demo_train_command(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     plan = replace_seed(QUICK if quick else FULL, seed)
     stage_seconds: dict[str, float] = {}
+    earlier = _earlier_stage_seconds(out)
+    resumed: list[bool] = []
     started = time.monotonic()
     with console.status("") as status:
         current = {"name": "", "since": time.monotonic()}
@@ -76,7 +79,9 @@ def demo_train_command(
             console.print(f"[dim]$ codevision {escape(shlex.join(command[3:]))}[/]")
 
         def on_stage(name: str, result: StageResult) -> None:
-            stage_seconds[name] = round(result.seconds, 1)
+            # A stage done by an earlier run keeps the time that run measured.
+            stage_seconds[name] = earlier.get(name, 0.0) if result.skipped else round(result.seconds, 1)
+            resumed.append(result.skipped)
             note = "done earlier" if result.skipped else f"{result.seconds:.0f} s"
             console.print(f"[green]✓[/] {name}: {note}")
 
@@ -87,12 +92,22 @@ def demo_train_command(
             console.print(f"[red]stopped:[/] {escape(str(exc))}")
             console.print(f"fix the cause, then continue with: codevision demo train --resume -o {out}")
             raise typer.Exit(render.EXIT_CODE_FAILED) from None
-    stage_seconds["total"] = round(time.monotonic() - started, 1)
+    if not any(resumed):  # the wall-clock time, between stages included; a resumed run sums its stages
+        stage_seconds["total"] = round(time.monotonic() - started, 1)
     summary = summarize(out, stage_seconds)
     page = write_report(out, summary)
     for line in summary_lines(summary):
         console.print(line, markup=False, highlight=False)
     console.print(f"report: [cyan]{page}[/]  (open it in a browser)")
+
+
+def _earlier_stage_seconds(out: Path) -> dict[str, float]:
+    from codevision.training_demo.report import SUMMARY_FILE
+
+    try:
+        return dict(json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8"))["stages"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _claim(out: Path, *, resume: bool, overwrite: bool) -> None:
