@@ -77,6 +77,12 @@ def test_a_second_run_into_the_same_folder_needs_resume_or_overwrite(demo: Path)
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert again.returncode == 2 and "--resume" in " ".join(again.stderr.split())
+    other_seed = subprocess.run(
+        [*DEMO, "--resume", "--seed", "5", "--out", str(demo)],
+        capture_output=True, text=True, timeout=120, check=False, env=ENV,
+    )  # fmt: skip
+    assert other_seed.returncode == 2 and "other settings (seed)" in " ".join(other_seed.stdout.split())
+    assert json.loads((demo / "plan.json").read_text())["seed"] == 0  # the run in it is left as it was
     resumed = subprocess.run(
         [*DEMO, "--resume", "--out", str(demo)],
         capture_output=True, text=True, timeout=300, check=False, env=ENV,

@@ -138,3 +138,15 @@ def test_a_bad_reward_spec_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "neither codevision, tapo nor a file" in " ".join(done.stderr.split())
     unknown = run_cli("eval", "-m", "builtin:nosuch", "-b", "synthetic:1", "-o", "r", cwd=tmp_path)
     assert unknown.returncode == 2 and "built-in policies are: quadrants" in " ".join(unknown.stderr.split())
+
+
+def test_a_folder_holding_a_run_with_other_settings_is_refused_before_any_stage(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from codevision.training_demo.pipeline import QUICK, Demo, PlanMismatch
+
+    Demo(tmp_path, QUICK)._check_plan()
+    started: list[str] = []
+    with pytest.raises(PlanMismatch, match=r"other settings \(rl_pictures, seed\)"):
+        Demo(tmp_path, replace(QUICK, seed=4, rl_pictures=8), on_start=started.append).run()
+    assert started == [] and json.loads((tmp_path / "plan.json").read_text())["seed"] == QUICK.seed

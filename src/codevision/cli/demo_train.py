@@ -44,7 +44,15 @@ def demo_train_command(
     before/after table. Needs the training extra (torch, TRL): `make demo-train` installs it.
     """
     from codevision.train.common import TrainingError, require_training_stack
-    from codevision.training_demo.pipeline import FULL, QUICK, Demo, StageFailed, StageResult, replace_seed
+    from codevision.training_demo.pipeline import (
+        FULL,
+        QUICK,
+        Demo,
+        PlanMismatch,
+        StageFailed,
+        StageResult,
+        replace_seed,
+    )
     from codevision.training_demo.report import summarize, summary_lines, write_report
 
     if resume and overwrite:
@@ -88,6 +96,9 @@ def demo_train_command(
         demo = Demo(out, plan, on_line=on_line, on_start=on_start, on_command=on_command)
         try:
             demo.run(on_stage)
+        except PlanMismatch as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(render.EXIT_BAD_INPUT) from None
         except StageFailed as exc:
             console.print(f"[red]stopped:[/] {escape(str(exc))}")
             console.print(f"fix the cause, then continue with: codevision demo train --resume -o {out}")

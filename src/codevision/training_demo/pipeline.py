@@ -77,6 +77,10 @@ class StageFailed(RuntimeError):
     """A command of the demo exited with an error; the message names it and its log."""
 
 
+class PlanMismatch(ValueError):
+    """The output folder holds a run made with other settings: a usage error, nothing was run."""
+
+
 @dataclass
 class Layout:
     """Where every stage reads and writes, under the demo's output folder."""
@@ -232,7 +236,7 @@ class Demo:
             earlier = json.loads(path.read_text(encoding="utf-8"))
             if earlier != plan:
                 changed = sorted(k for k in plan if earlier.get(k) != plan[k])
-                raise StageFailed(
+                raise PlanMismatch(
                     f"{self.layout.root} holds a demo run with other settings ({', '.join(changed)}); "
                     "use another --out, or --overwrite to start again"
                 )
