@@ -11,8 +11,10 @@ same grid. The budget is read from the saved processor config, the one source ev
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -73,6 +75,39 @@ class ImageBudget:
                 f"merge_size={merge}, size={size!r}): only Qwen-VL style image processors have one"
             )
         return cls(int(patch) * int(merge), int(lowest), int(highest))
+
+    @classmethod
+    def from_config(cls, path: str | Path) -> ImageBudget:
+        """The budget saved in a model folder's ``preprocessor_config.json`` (or that file itself).
+
+        For a model served elsewhere: the client sizes images as the server's processor will, without
+        loading transformers. A copy of the served checkpoint's config file is all it needs.
+        """
+        file = Path(path)
+        if file.is_dir():
+            file = file / "preprocessor_config.json"
+        try:
+            config = json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(
+                f"{file} does not exist: give the served model's folder or its preprocessor_config.json"
+            ) from None
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"cannot read {file}: {exc}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{file} holds no processor config (a JSON object)")
+        size = config.get("size")
+        patch, merge = config.get("patch_size"), config.get("merge_size", 2)
+        lowest = _size_entry(size, "shortest_edge", "min_pixels") if isinstance(size, dict) else None
+        highest = _size_entry(size, "longest_edge", "max_pixels") if isinstance(size, dict) else None
+        lowest, highest = lowest or config.get("min_pixels"), highest or config.get("max_pixels")
+        numbers = (patch, merge, lowest, highest)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers):
+            raise ValueError(
+                f"{file} has no Qwen-VL pixel budget (patch_size={patch!r}, merge_size={merge!r}, "
+                f"min/shortest_edge={lowest!r}, max/longest_edge={highest!r})"
+            )
+        return cls(patch * merge, lowest, highest)
 
     def target(self, width: int, height: int) -> tuple[int, int]:
         """The (width, height) the processor resizes a ``width`` x ``height`` image to."""

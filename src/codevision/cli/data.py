@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
+from codevision.agent import Limits
 from codevision.benchmarks import BenchmarkError, load_benchmark
+from codevision.cli.budget import MAX_PIXELS_HELP, PROCESSOR_HELP, budget_limits, chosen_budget, warn_unsized
 from codevision.cli.outputs import claim_file, claim_folder, ensure_writable
 from codevision.cli.prompts import (
     CALLS_HELP,
@@ -123,6 +125,8 @@ def filter_command(
     seed: int = typer.Option(0, help="Seed of the transforms."),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the model."),
     retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model."),
+    processor: Path | None = typer.Option(None, metavar="PATH", help=PROCESSOR_HELP),
+    max_pixels: int | None = typer.Option(None, min=1, help=MAX_PIXELS_HELP),
     overwrite: bool = typer.Option(False, help="Replace --out and clear --runs-dir first."),
 ) -> None:
     """Keep the RL items the model solves sometimes: each runs N times, kept when low < pass rate < high.
@@ -152,7 +156,8 @@ def filter_command(
     folder = runs_dir if runs_dir is not None else out.with_name(out.name + ".runs")
     try:
         proto = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt), calls=calls_rules(calls))
-        policy = make_policy(model, model_name=model_name, timeout=timeout, retries=retries)
+        budget = chosen_budget(model, processor, max_pixels)
+        policy = make_policy(model, model_name=model_name, timeout=timeout, retries=retries, max_pixels=max_pixels)
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         items = list(rl_items(benchmark, chosen, base_dir=benchmark.base_dir, include_original=original, seed=seed))
@@ -167,6 +172,7 @@ def filter_command(
         hint = " or --resume to continue its runs" if (folder / "results.jsonl").exists() else ""
         claim_folder(folder, overwrite=overwrite, option="--runs-dir", hint=hint)
     console = Console()
+    warn_unsized(console, policy, model, budget)
     sandbox = start_sandbox(console, max_sessions=max(256, concurrency * 2))
     try:
         work = evaluate(
@@ -176,6 +182,7 @@ def filter_command(
             protocol=proto,
             scorer=make_scorer(),
             out=folder,
+            limits=budget_limits(Limits(), budget),
             concurrency=concurrency,
             retry_failed=resume,
             console=console,
@@ -309,6 +316,8 @@ def synth_command(
     seed: int = typer.Option(0, help="Seed of the sample and of the transforms."),
     timeout: float = typer.Option(120.0, min=0.1, help="Seconds to wait for one reply of the teacher."),
     retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the teacher."),
+    processor: Path | None = typer.Option(None, metavar="PATH", help=PROCESSOR_HELP),
+    max_pixels: int | None = typer.Option(None, min=1, help=MAX_PIXELS_HELP),
     overwrite: bool = typer.Option(False, help="Clear a non-empty --out first (its earlier results are deleted)."),
 ) -> None:
     """Let a strong teacher solve tasks with per-item guidance; keep only correct runs whose shown images fit.
@@ -346,7 +355,9 @@ def synth_command(
             name_flag="--teacher-model",
             tools=schemas,
             tool_choice=read_tool_choice(tool_choice, schemas),
+            max_pixels=max_pixels,
         )
+        budget = chosen_budget(teacher, processor, max_pixels, flag="--teacher")
         benchmark = load_benchmark(source)
         chosen = parse_transforms(transforms) if transforms else []
         items = [i for i in build_items(list(benchmark), chosen, base_dir=benchmark.base_dir, seed=seed)
@@ -362,6 +373,7 @@ def synth_command(
         holds_run = (out / "results.jsonl").exists()
         claim_folder(out, overwrite=overwrite, hint=" or --resume to continue the run in it" if holds_run else "")
     console = Console()
+    warn_unsized(console, policy, teacher, budget)
     sandbox = start_sandbox(console, max_sessions=max(256, concurrency * 2))
     try:
         work = synthesize(
@@ -372,6 +384,7 @@ def synth_command(
             protocol=chosen_protocol,
             scorer=make_scorer(),
             out=out,
+            limits=budget_limits(Limits(), budget),
             concurrency=concurrency,
         )
         report = asyncio.run(with_wait_spinner(console, [("the teacher", policy)], work))

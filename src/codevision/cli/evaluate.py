@@ -16,6 +16,7 @@ from codevision.agent import Limits
 from codevision.benchmarks import BenchmarkError, load_benchmark
 from codevision.benchmarks.transformed import build_transformed
 from codevision.cli import render
+from codevision.cli.budget import MAX_PIXELS_HELP, PROCESSOR_HELP, budget_limits, chosen_budget, warn_unsized
 from codevision.cli.outputs import claim_folder, ensure_writable
 from codevision.cli.prompts import (
     CALLS_HELP,
@@ -163,6 +164,8 @@ def eval_command(
     retries: int = typer.Option(5, min=0, help="Attempts after the first for one request to the model or judge."),
     seed: int = typer.Option(0, help="Seed of the transforms' randomness."),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
+    processor: Path | None = typer.Option(None, metavar="PATH", help=PROCESSOR_HELP),
+    max_pixels: int | None = typer.Option(None, min=1, help=MAX_PIXELS_HELP),
 ) -> None:
     """Run benchmarks through the agent and score them officially; results are written as items finish.
 
@@ -173,6 +176,8 @@ def eval_command(
       codevision eval -m http://localhost:8000/v1 -b synthetic:50 --protocol direct -o runs/direct --limit 20
 
       codevision eval --resume -m http://localhost:8000/v1 -b ocrbench:data/OCRBench -o runs/ocr
+
+      codevision eval -m http://localhost:8000/v1 --processor ./Qwen3-VL-8B-Instruct -b vstar:data/vstar -o runs/q3
 
       codevision eval compare runs/direct runs/codevision
     """
@@ -192,6 +197,10 @@ def eval_command(
     schemas = read_tools(tools, chosen)
     reward_spec = _reward_spec(reward)
     chosen_tool_choice = read_tool_choice(tool_choice, schemas)
+    try:
+        budget = chosen_budget(model, processor, max_pixels)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--processor") from exc
     config = {
         "model": model,
         "model_name": model_name,
@@ -207,6 +216,8 @@ def eval_command(
         "max_tokens": max_tokens,
         "reward": reward,
         "seed": seed,
+        "image_budget": budget.to_dict() if budget is not None else None,
+        "max_pixels": max_pixels,
     }
     try:
         scoring = ScoringOptions.of(
@@ -234,6 +245,8 @@ def eval_command(
             "seed",
             "scoring",
             "reward",
+            "image_budget",
+            "max_pixels",
         )
         changed = [k for k in keys if previous.get(k) != config[k]]
         if changed:
@@ -247,9 +260,11 @@ def eval_command(
             retries=retries,
             tools=schemas,
             tool_choice=chosen_tool_choice,
+            max_pixels=max_pixels,
         )
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    warn_unsized(console, policy, model, budget)
     items = []
     chosen_transforms = _transforms(transforms)
     for spec in benchmark:
@@ -300,7 +315,7 @@ def eval_command(
                     mathvista_quick_extract=mathvista_quick_extract,
                 ),
                 out=out,
-                limits=Limits(max_turns=max_turns, max_tokens_per_turn=max_tokens),
+                limits=budget_limits(Limits(max_turns=max_turns, max_tokens_per_turn=max_tokens), budget),
                 concurrency=concurrency,
                 retry_failed=retry_failed,
                 skip_bad_items=skip_bad_items,

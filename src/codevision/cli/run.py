@@ -13,6 +13,7 @@ from rich.syntax import Syntax
 
 from codevision.agent import Limits, arun_agent
 from codevision.cli import render
+from codevision.cli.budget import MAX_PIXELS_HELP, PROCESSOR_HELP, budget_limits, chosen_budget, warn_unsized
 from codevision.cli.outputs import claim_folder, fresh_folder
 from codevision.cli.prompts import (
     CALLS_HELP,
@@ -96,6 +97,8 @@ def run_command(
     tools: str | None = typer.Option(None, metavar="FILE", help=TOOLS_HELP),
     tool_choice: str | None = typer.Option(None, metavar="auto|none", help=TOOL_CHOICE_HELP),
     trust_remote_code: bool = typer.Option(False, help="Let a local model folder run its own processor code."),
+    processor: Path | None = typer.Option(None, metavar="PATH", help=PROCESSOR_HELP),
+    max_pixels: int | None = typer.Option(None, min=1, help=MAX_PIXELS_HELP),
     max_turns: int = typer.Option(12, min=1, help="Assistant turns before stopping."),
     out: Path | None = typer.Option(
         None,
@@ -118,11 +121,14 @@ def run_command(
       codevision run receipt.jpg "What is the total?" --model http://localhost:8000/v1 --model-name Qwen2.5-VL-7B
 
       codevision run page.png "Who signed?" --model ./checkpoints/codevision-7b --protocol codevision
+
+      codevision run chart.png "Which bar is tallest?" -m http://localhost:8000/v1 --processor ./Qwen3-VL-8B-Instruct
     """
     console = Console()
     try:
         chosen = get_protocol(protocol, system_prompt=read_system_prompt(system_prompt), calls=calls_rules(calls))
         schemas = read_tools(tools, chosen)
+        budget = chosen_budget(model, processor, max_pixels)
         policy = make_policy(
             model,
             model_name=model_name,
@@ -131,14 +137,16 @@ def run_command(
             retries=retries,
             tools=schemas,
             tool_choice=read_tool_choice(tool_choice, schemas),
+            max_pixels=max_pixels,
         )
     except (ValueError, ImportError) as exc:
         raise typer.BadParameter(str(exc)) from exc
+    warn_unsized(console, policy, model, budget)
     # A command line in another encoding arrives with lone surrogates; read it as UTF-8, replacing what is not.
     question = os.fsencode(question).decode("utf-8", errors="replace")
     task = Task.from_images([load_image(image)], id=image.stem, question=question)
     out = claim_folder(out, overwrite=overwrite) if out is not None else fresh_folder(DEFAULT_ROOT, task.id)
-    trajectory = asyncio.run(_run(task, policy, chosen, Limits(max_turns=max_turns), console))
+    trajectory = asyncio.run(_run(task, policy, chosen, budget_limits(Limits(max_turns=max_turns), budget), console))
     path = trajectory.save(out / task.id)
     console.rule("done")
     console.print(f"stop reason: {trajectory.stop_reason}; answer: {trajectory.final_answer!r}", highlight=False)

@@ -44,12 +44,14 @@ def make_policy(
     name_flag: str = "--model-name",
     tools: Sequence[Mapping[str, Any]] | None = None,
     tool_choice: ToolChoice | None = None,
+    max_pixels: int | None = None,
 ) -> Policy:
     """``http(s)://…`` an OpenAI-compatible server (``timeout`` per wait, ``retries`` after the first attempt),
     ``scripted:FILE`` a JSON list of replies, ``builtin:NAME`` a scripted policy shipped with the package,
     anything else a local model folder for transformers
     (``trust_remote_code`` runs the folder's own code). ``tools`` are rendered in the prompt (scripted replies
-    see no prompt); ``tool_choice`` is sent to a server only. Errors name ``flag``, the option that gave
+    see no prompt); ``tool_choice`` is sent to a server only; ``max_pixels`` caps a local model's processor
+    budget (other policies size images with the agent's limits). Errors name ``flag``, the option that gave
     ``spec``, and ``name_flag``, the one that names the served model."""
     if spec.startswith(("http://", "https://")):
         from codevision.policies.openai import OpenAIPolicy
@@ -74,7 +76,9 @@ def make_policy(
     if Path(spec).is_dir():
         from codevision.policies.transformers_local import TransformersPolicy
 
-        return TransformersPolicy(spec, temperature=temperature, trust_remote_code=trust_remote_code, tools=tools)
+        return TransformersPolicy(
+            spec, temperature=temperature, trust_remote_code=trust_remote_code, tools=tools, max_pixels=max_pixels
+        )
     raise ValueError(
         f"{flag} {spec!r} is neither a server URL (http://…), a model folder, scripted:FILE nor builtin:NAME"
     )
