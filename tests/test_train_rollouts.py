@@ -223,3 +223,49 @@ def test_a_reply_takes_the_calls_trl_ran_and_rejected_calls_fail_as_in_evaluatio
     assert [o.status for turn in trajectory.turns for o in turn.outcomes] == ["ok", "ok", "error"]
     assert (trajectory.final_answer, trajectory.stop_reason) == ("STOP", "answered")
     environment._release()
+
+
+def test_a_sandbox_service_outage_is_one_failed_call_and_the_next_call_runs_in_a_fresh_session(
+    sandbox: Sandbox,
+) -> None:
+    """Rollout workers on a `sandbox serve` URL: the service goes away mid-rollout and comes back. The
+    call it missed is recorded (so later outcomes stay on their own calls), the model reads why, and
+    the next call runs in a new session on the same service, which holds every image so far."""
+    from codevision.sandbox import RemoteSandbox
+    from codevision.sandbox.service import SandboxServer
+    from codevision.train.rollouts import RolloutReward
+    from tests.test_call_rules import call
+
+    token = "t" * 32
+    protocol = get_protocol()
+    first = SandboxServer(sandbox, token).start()
+    port = int(first.url.rsplit(":", 1)[1])
+    with RemoteSandbox(first.url, token, timeout=5.0, retries=0) as remote:
+        environment = environment_class(protocol, remote, BUDGET)()
+        task = SIGN.task()
+        environment.reset(images=task.load_images(), question=task.question, answers=task.answers, task_id=task.id)
+        environment.code_image_tool(code="display(image.rotate(180))")
+        first.close()
+        failed = environment.code_image_tool(code="print('lost')")
+        assert "could not run this call" in failed[0]["text"] and environment.tools.session is None
+        with SandboxServer(sandbox, token, port=port):
+            after = environment.code_image_tool(code="print(len(images), images[1].size)", image_index=1)
+            environment._release()
+    assert [o.status for o in environment.outcomes] == ["ok", "error", "ok"]
+    assert environment.outcomes[2].stdout.startswith("2 ")
+    assert any(block.get("text", "").startswith("2 ") for block in after)
+    replies = [
+        call({"code": "display(image.rotate(180))"}),
+        call({"code": "print('lost')"}),
+        call({"code": "print(len(images), images[1].size)", "image_index": 1}),
+        "<answer>STOP</answer>",
+    ]
+    trajectory = episode(environment, completion(*replies), protocol)
+    assert [[o.status for o in turn.outcomes] for turn in trajectory.turns] == [["ok"], ["error"], ["ok"], []]
+    assert trajectory.turns[2].outcomes[0].stdout.startswith("2 ")
+    assert trajectory.stop_reason == "sandbox_error" and "could not reach the sandbox server" in trajectory.error
+    logged: dict[str, float] = {}
+    reward = RolloutReward(RewardSpec(), protocol, None)
+    reward.last = [(trajectory, 0.0, {})]
+    reward._log(logged.__setitem__)
+    assert logged["rollout/sandbox_failures"] == 1.0 and logged["rollout/tool_calls"] == 3.0

@@ -77,7 +77,6 @@ class SandboxEnvironment:
         self.calls = 0
         #: The outcome of each call, in order (the reward step attaches them to the model's turns).
         self.outcomes: list[ToolOutcome] = []
-        self._inputs: list[int] = []
 
     def reset(self, **row: Any) -> None:
         """Start a rollout for a dataset row (a ``data export rl --format trl`` row): its ``images`` are the
@@ -94,7 +93,8 @@ class SandboxEnvironment:
             metadata={"image_budget": self.budget.to_dict(), "call_rules": self.protocol.calls},
         )
         self.tools = EpisodeTools(self.trajectory, self.sandbox, self.budget)
-        self._inputs = [self.tools.add_image(image, "input", None) for image in images]
+        for image in images:
+            self.tools.add_image(image, "input", None)
         self.calls = 0
         self.outcomes = []
 
@@ -119,8 +119,7 @@ class SandboxEnvironment:
             try:
                 outcomes = asyncio.run(self._execute(action, turn))
             except SandboxError as exc:
-                self.trajectory.stop_reason, self.trajectory.error = "sandbox_error", f"{type(exc).__name__}: {exc}"
-                return f"The sandbox failed: {exc}"
+                outcomes = [self._infrastructure_failure(exc)]
             self.outcomes.append(outcomes[0])
         observation = self.protocol.render_observation(outcomes, [])
         chat = to_chat(observation, self.tools.model_images, tool_role=True)
@@ -129,8 +128,28 @@ class SandboxEnvironment:
     async def _execute(self, action: Action, turn: int) -> list[ToolOutcome]:
         assert self.tools is not None
         if self.tools.session is None and action.kind != "crop":
-            await self.tools.open_session(self._inputs)
+            # Every image so far: the inputs on the first call, and after a failed session all of them.
+            await self.tools.open_session(list(range(len(self.tools.trajectory.images))))
         return await self.tools.execute([action], turn)
+
+    def _infrastructure_failure(self, exc: SandboxError) -> ToolOutcome:
+        """The outcome of a call the sandbox could not run (a fork failed, the service is unreachable).
+
+        TRL cannot drop a rollout, so the call is recorded like any failed call: the outcomes stay
+        aligned with the calls, the model reads what happened, and the next call starts a fresh
+        session holding every image. The trajectory keeps the failure as its error and stop reason
+        (``rollout/sandbox_failures`` counts such rollouts per step); it is not a crash of the
+        model's code, which the session reports itself.
+        """
+        assert self.tools is not None and self.trajectory is not None
+        failure = f"{type(exc).__name__}: {exc}"
+        self.trajectory.stop_reason, self.trajectory.error = "sandbox_error", failure
+        self.tools.close_now()
+        return ToolOutcome(
+            action=0,
+            status="error",
+            error=f"The sandbox could not run this call ({failure}); the next call starts a fresh session.",
+        )
 
     def _release(self) -> None:
         """End the rollout's session (also done by the next reset). Private, like every method that is

@@ -76,8 +76,9 @@ class RolloutReward:
     """A TRL reward function computing a :class:`RewardSpec` on each rollout's trajectory.
 
     Each term of the spec is logged as its own metric (its mean over the step's completions), with
-    tool calls per rollout, the tool error rate and the answer rate. ``last`` holds the step's
-    trajectories and rewards, for saving samples and for tests.
+    tool calls per rollout, the tool error rate, the answer rate and the share of rollouts whose sandbox
+    failed (infrastructure, not the model's code: see ``SandboxEnvironment._infrastructure_failure``).
+    ``last`` holds the step's trajectories and rewards, for saving samples and for tests.
     """
 
     def __init__(
@@ -191,6 +192,7 @@ class RolloutReward:
         log_metric("rollout/tool_calls", sum(calls) / count)
         log_metric("rollout/tool_error_rate", sum(errors) / len(errors) if errors else 0.0)
         log_metric("rollout/answer_rate", sum(t.final_answer is not None for t, _, _ in self.last) / count)
+        log_metric("rollout/sandbox_failures", sum(t.stop_reason == "sandbox_error" for t, _, _ in self.last) / count)
 
 
 class JudgedRolloutReward(RolloutReward):
