@@ -269,3 +269,27 @@ def test_a_sandbox_service_outage_is_one_failed_call_and_the_next_call_runs_in_a
     reward.last = [(trajectory, 0.0, {})]
     reward._log(logged.__setitem__)
     assert logged["rollout/sandbox_failures"] == 1.0 and logged["rollout/tool_calls"] == 3.0
+
+
+def test_the_crop_protocol_trains_through_the_same_environment_without_a_session() -> None:
+    """A DeepEyes-style baseline: the crop tool zooms in on the shown copy's pixels, no sandbox needed."""
+    from codevision.protocols.crop import TOOL_NAME
+    from tests.test_call_rules import call
+
+    protocol = get_protocol("crop")
+    environment = environment_class(protocol, None, BUDGET)()
+    task = SIGN.task()
+    environment.reset(images=task.load_images(), question=task.question, answers=task.answers, task_id=task.id)
+    shown = environment.tools.model_images[0].size
+    box = [0, 0, shown[0] // 2, shown[1] // 2]
+    blocks = getattr(environment, TOOL_NAME)(bbox_2d=box, image_index=0)
+    images = [block["image"] for block in blocks if block["type"] == "image"]
+    assert len(images) == 1 and environment.tools.session is None
+    original = environment.trajectory.images[0].size
+    assert environment.trajectory.images[1].size == (original[0] // 2, original[1] // 2)
+    bad = getattr(environment, TOOL_NAME)(bbox_2d=box, image_index=5)
+    assert "image_index 5 does not exist" in " ".join(block.get("text", "") for block in bad)
+    replies = [call({"bbox_2d": box, "image_index": i}, name=TOOL_NAME) for i in (0, 5)]
+    trajectory = episode(environment, completion(*replies, "<answer>STOP</answer>"), protocol)
+    assert [[o.status for o in turn.outcomes] for turn in trajectory.turns] == [["ok"], ["error"], []]
+    assert trajectory.turns[0].outcomes[0].image_indices == [1]
