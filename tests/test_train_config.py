@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from codevision.train.common import TrainingError
 from codevision.train.config import ConfigError, GRPOSettings, SFTSettings, as_dict, build, load_config
+from codevision.train.grpo import step_shape, with_step_shape
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = {"model": "m", "data": ["d"], "output_dir": "o"}
@@ -118,8 +120,30 @@ def test_the_shipped_grpo_recipes_load(name: str) -> None:
         assert (settings.num_generations, settings.learning_rate, settings.beta) == (8, 1e-6, 0.001)
         assert (settings.epsilon, settings.epsilon_high, settings.loss_type) == (0.2, 0.28, "dapo")
         assert (settings.max_turns, settings.max_completion_length) == (12, 16384)
-        assert settings.batch_size * settings.gradient_accumulation_steps * 8 == 64 * settings.num_generations
+        # 64 prompts on the documented launch (4 training processes beside 4 vLLM GPUs) and on 8.
+        for processes, accumulation in ((4, 16), (8, 8)):
+            shaped = with_step_shape(settings, processes)
+            assert shaped.gradient_accumulation_steps == accumulation
+            assert shaped.batch_size * accumulation * processes == 64 * settings.num_generations
     assert settings.chat_template == "shipped"
+
+
+def test_a_launch_that_cannot_hold_the_published_batch_is_refused() -> None:
+    settings = build(GRPOSettings, {**REQUIRED, "batch_size": 8, "prompts_per_step": 64}, where="f.yaml")
+    with pytest.raises(
+        TrainingError, match=r"512 completions per step do not split over 7 processes.*launch 1, 2, 4, 8"
+    ):
+        with_step_shape(settings, 7)
+    assert "64 prompts × 8 rollouts = 512 completions per step: 4 processes" in step_shape(
+        with_step_shape(settings, 4), 4
+    )
+    both = build(GRPOSettings, {**REQUIRED, "prompts_per_step": 64, "gradient_accumulation_steps": 4}, where="f")
+    with pytest.raises(TrainingError, match="prompts_per_step or gradient_accumulation_steps, not both"):
+        with_step_shape(both, 8)
+    unshaped = build(GRPOSettings, {**REQUIRED, "batch_size": 2, "gradient_accumulation_steps": 3}, where="f.yaml")
+    assert with_step_shape(unshaped, 7) == unshaped
+    with pytest.raises(TrainingError, match="max_turns 1 lets no tool call run"):
+        with_step_shape(build(GRPOSettings, {**REQUIRED, "max_turns": 1}, where="f.yaml"), 1)
 
 
 def test_sft_only_keys_are_unknown_to_grpo() -> None:

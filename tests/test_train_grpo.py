@@ -97,3 +97,13 @@ def test_a_run_killed_mid_training_resumes_from_its_checkpoint(recipe: Path, tmp
     state = json.loads((out / "checkpoint-30" / "trainer_state.json").read_text())
     steps = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert steps == sorted(set(steps)) and steps[-1] == 30
+
+
+def test_max_turns_counts_replies_as_evaluation_does() -> None:
+    """12 turns is 12 replies in evaluation and verl; TRL runs a tool round before every reply but the first."""
+    from codevision.train.config import GRPOSettings, build
+    from codevision.train.grpo import grpo_config
+
+    options = {"model": "m", "data": ["d"], "output_dir": "o", "max_turns": 12, "batch_size": 8}
+    settings = build(GRPOSettings, options, where="f")
+    assert grpo_config(settings).max_tool_calling_iterations == 11

@@ -116,14 +116,16 @@ def grpo_command(
     """Multi-turn GRPO on TRL's GRPOTrainer: the sandbox runs the protocol's tool, the evaluation rewards pay."""
     from codevision.train.common import TrainingError, require_training_stack
     from codevision.train.config import GRPOSettings
-    from codevision.train.grpo import train_grpo
+    from codevision.train.grpo import launched_processes, step_shape, train_grpo, with_step_shape
 
     try:
         settings = load_config(GRPOSettings, config, overrides or [])
-    except ConfigError as exc:
+        shaped = with_step_shape(settings, launched_processes())
+    except (ConfigError, TrainingError) as exc:
         raise _fail(str(exc)) from None
     if os.environ.get("RANK", "0") == "0":
         _claim_output(Path(settings.output_dir), resume=resume, overwrite=overwrite)
+        typer.echo(step_shape(shaped, launched_processes()), err=json_output)
     try:
         require_training_stack()
         with contextlib.redirect_stdout(sys.stderr) if json_output else contextlib.nullcontext():

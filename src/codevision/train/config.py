@@ -134,7 +134,9 @@ class GRPOSettings(TrainingSettings):
 
     ``data``: TRL GRPO datasets (``data export rl --format trl`` parquet files). TRL counts
     completions, not prompts: ``batch_size`` is completions per device and step, and
-    ``batch_size × gradient_accumulation_steps × GPUs`` must be a multiple of ``num_generations``.
+    ``batch_size × gradient_accumulation_steps × processes`` must be a multiple of ``num_generations``.
+    A published batch is given in prompts (``prompts_per_step``), which holds on any launch that
+    can hold it and is refused on one that cannot, rather than silently becoming another batch.
     """
 
     learning_rate: float = 1e-6
@@ -143,8 +145,13 @@ class GRPOSettings(TrainingSettings):
     reward_spec: str | None = None
     #: Completions per prompt (GRPO's group size).
     num_generations: int = 8
-    #: Tool rounds per rollout (TRL's ``max_tool_calling_iterations``).
+    #: Assistant replies per rollout, as in evaluation and verl; TRL's ``max_tool_calling_iterations``
+    #: is one less (each tool round is followed by one more reply).
     max_turns: int = 12
+    #: Prompts per optimiser step over all processes, each rolled out ``num_generations`` times. When
+    #: set, ``gradient_accumulation_steps`` is derived from it, ``batch_size`` and the number of
+    #: processes at launch; ``null``: ``batch_size × gradient_accumulation_steps`` decide.
+    prompts_per_step: int | None = None
     #: Tokens of a whole rollout after its prompt: replies and observations.
     max_completion_length: int = 16384
     temperature: float = 1.0

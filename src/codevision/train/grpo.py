@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ def train_grpo(
     resumed_from = last_checkpoint(output_dir) if resume else None
     if resume and resumed_from is None:
         raise TrainingError(f"{output_dir} holds no complete checkpoint to resume from; run without --resume")
+    settings = with_step_shape(settings, launched_processes())
     protocol = trl_protocol(settings.protocol)
     processor, budget, chat_template = load_processor(settings)
     prepare_for_trl(processor)
@@ -129,6 +130,55 @@ def train_grpo(
             release_all(trainer.environments)
     final = save_final(trainer, settings, output_dir, run_manifest)
     return GRPOOutcome(final, trainer.state.global_step, resumed_from, list(trainer.state.log_history))
+
+
+def launched_processes() -> int:
+    """Training processes of this launch (``accelerate launch`` / ``torchrun`` set ``WORLD_SIZE``)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def with_step_shape(settings: GRPOSettings, processes: int) -> GRPOSettings:
+    """The settings with the accumulation that makes ``prompts_per_step`` prompts per step on ``processes``.
+
+    A step holds ``batch_size × gradient_accumulation_steps × processes`` completions. A launch that
+    cannot hold ``prompts_per_step × num_generations`` of them (7 training GPUs beside a vLLM one,
+    for 512) is refused with the launches that can, instead of training on another batch.
+    """
+    if settings.max_turns < 2:
+        raise TrainingError(
+            f"max_turns {settings.max_turns} lets no tool call run: a call runs only when a reply follows it"
+        )
+    prompts = settings.prompts_per_step
+    if prompts is None:
+        return settings
+    completions = prompts * settings.num_generations
+    per_pass = settings.batch_size * processes
+    if prompts < 1 or completions % per_pass:
+        fitting = [n for n in range(1, 65) if completions % (settings.batch_size * n) == 0]
+        raise TrainingError(
+            f"prompts_per_step {prompts} × num_generations {settings.num_generations} = {completions} completions "
+            f"per step do not split over {processes} processes × batch_size {settings.batch_size}; launch "
+            f"{', '.join(map(str, fitting[:8])) or 'no number of'} processes, or change batch_size"
+        )
+    accumulation = completions // per_pass
+    if settings.gradient_accumulation_steps not in (1, accumulation):
+        raise TrainingError(
+            "set prompts_per_step or gradient_accumulation_steps, not both: the accumulation follows from "
+            "prompts_per_step, batch_size and the processes launched"
+        )
+    return replace(settings, gradient_accumulation_steps=accumulation)
+
+
+def step_shape(settings: GRPOSettings, processes: int) -> str:
+    """One line saying what a step holds, printed before training so a launch's batch is never a surprise."""
+    completions = settings.batch_size * settings.gradient_accumulation_steps * processes
+    return (
+        f"{completions // settings.num_generations} prompts × {settings.num_generations} rollouts = {completions} "
+        f"completions per step: {processes} processes × batch_size {settings.batch_size} × accumulation "
+        f"{settings.gradient_accumulation_steps}; up to {settings.max_turns} replies per rollout"
+    )
 
 
 def trl_protocol(name: str) -> HermesProtocol:
@@ -242,7 +292,7 @@ def grpo_config(settings: GRPOSettings, *, unsampled: Collection[int] = ()) -> A
         max_grad_norm=settings.max_grad_norm,
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
-        max_tool_calling_iterations=settings.max_turns,
+        max_tool_calling_iterations=settings.max_turns - 1,
         temperature=settings.temperature,
         beta=settings.beta,
         epsilon=settings.epsilon,

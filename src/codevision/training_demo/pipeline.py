@@ -343,7 +343,7 @@ class Demo:
                 "max_steps": plan.grpo_steps,
                 "batch_size": plan.grpo_batch_size,
                 "num_generations": plan.num_generations,
-                "max_turns": plan.max_turns - 1,
+                "max_turns": plan.max_turns,
                 "max_completion_length": plan.max_completion_length,
                 "temperature": plan.grpo_temperature,
                 "beta": 0.0,
