@@ -52,8 +52,8 @@ def run_cli(recipe: Path, *args: str) -> subprocess.Popen[str]:
 
 def test_the_tiny_recipe_trains_evaluates_and_logs_every_reward_term(recipe: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    rows = recipe.parent / "rl.parquet"
-    run = run_cli(recipe, f"output_dir={out}", f"eval_data=[{rows}]", "eval_steps=1", "--json")
+    # The held-out rows come from a benchmark source, made into the protocol's prompts as they are read.
+    run = run_cli(recipe, f"output_dir={out}", "eval_data=[synthetic:2]", "eval_steps=1", "--json")
     output, errors = run.communicate(timeout=600)
     assert run.returncode == 0, errors[-3000:]
     outcome = json.loads(output)["outcome"]
@@ -75,6 +75,21 @@ def test_the_tiny_recipe_trains_evaluates_and_logs_every_reward_term(recipe: Pat
     assert steps == ["step-000000"] * 2 + ["step-000001"] * 2 + ["step-000002"] * 2
     trajectory = Trajectory.load(saved[0])
     assert trajectory.score is not None and "reward" in trajectory.score and trajectory.image(0).size
+
+
+def test_a_verl_parquet_under_transforms_trains_as_its_trl_rows_would(recipe: Path, tmp_path: Path) -> None:
+    verl = tmp_path / "verl.parquet"
+    export = [sys.executable, "-m", "codevision.cli", "data", "export", "rl", "--source", "synthetic:2"]
+    subprocess.run([*export, "-o", str(verl)], check=True, capture_output=True, timeout=300)
+    out = tmp_path / "run"
+    overrides = [f"output_dir={out}", f"data=[{verl}]", "data_transforms=rotate_90", "max_steps=1", "--json"]
+    run = run_cli(recipe, *overrides)
+    _, errors = run.communicate(timeout=600)
+    assert run.returncode == 0, errors[-3000:]
+    # The step's shape, printed before training (on stderr with --json).
+    assert "1 prompt × 2 rollouts = 2 completions per step: 1 process" in errors
+    manifest = json.loads((out / "final" / MANIFEST_FILE).read_text())
+    assert manifest["data"]["rows"] == 4 and manifest["config"]["data_transforms"] == "rotate_90"
 
 
 def test_a_run_killed_mid_training_resumes_from_its_checkpoint(recipe: Path, tmp_path: Path) -> None:

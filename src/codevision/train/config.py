@@ -132,7 +132,10 @@ class SFTSettings(TrainingSettings):
 class GRPOSettings(TrainingSettings):
     """``codevision train grpo``: multi-turn GRPO on TRL's ``GRPOTrainer``, the sandbox as its environment.
 
-    ``data``: TRL GRPO datasets (``data export rl --format trl`` parquet files). TRL counts
+    ``data`` (and ``eval_data``): TRL GRPO parquet files (``data export rl --format trl``), verl
+    parquet files (``data export rl``, ``data filter``, CodeVision-RL's release) and benchmark sources
+    (``NAME:PATH``, as ``eval -b`` takes them) under ``data_transforms``; verl rows and sources become
+    the protocol's prompts, as ``data export rl --format trl`` writes them. TRL counts
     completions, not prompts: ``batch_size`` is completions per device and step, and
     ``batch_size × gradient_accumulation_steps × processes`` must be a multiple of ``num_generations``.
     A published batch is given in prompts (``prompts_per_step``), which holds on any launch that
@@ -143,6 +146,10 @@ class GRPOSettings(TrainingSettings):
     num_epochs: float = 1.0
     #: A RewardSpec YAML file (``null``: CodeVision's dense reward alone).
     reward_spec: str | None = None
+    #: Transforms applied to benchmark sources and verl rows in ``data``/``eval_data`` (``eval
+    #: --transforms``, e.g. ``all-orientation``); ``data_original: false`` keeps only transformed items.
+    data_transforms: str | None = None
+    data_original: bool = True
     #: Completions per prompt (GRPO's group size).
     num_generations: int = 8
     #: Assistant replies per rollout, as in evaluation and verl; TRL's ``max_tool_calling_iterations``
@@ -332,6 +339,8 @@ def _resolve_paths(cls: type, data: dict[str, Any], base: Path) -> dict[str, Any
 def _resolve(value: Any, base: Path, *, local_only: bool) -> Any:
     if isinstance(value, list):
         return [_resolve(item, base, local_only=local_only) for item in value]
+    if isinstance(value, str) and source_name(value):
+        return _resolve_source(value, base)
     if not isinstance(value, str) or Path(value).is_absolute() or value.startswith("~"):
         return str(Path(value).expanduser()) if isinstance(value, str) else value
     candidate = os.path.normpath(base / value)
@@ -340,3 +349,25 @@ def _resolve(value: Any, base: Path, *, local_only: bool) -> Any:
     if local_only and not os.path.exists(candidate):
         return value
     return candidate
+
+
+def source_name(value: str) -> str | None:
+    """The benchmark a ``NAME:PATH`` source names, or None for a plain path."""
+    from codevision.benchmarks.registry import BENCHMARKS
+
+    name, colon, _ = value.partition(":")
+    return name if colon and name in BENCHMARKS else None
+
+
+def _resolve_source(value: str, base: Path) -> str:
+    """A benchmark source with its path resolved like any other path in the file (``synthetic:N`` has none).
+
+    ChartQA and Hugging Face sources may end in ``:split``, which is kept when the path before it exists.
+    """
+    name, _, rest = value.partition(":")
+    if name == "synthetic" or not rest or Path(rest).is_absolute() or rest.startswith("~"):
+        return f"{name}:{Path(rest).expanduser()}" if rest.startswith("~") else value
+    path, colon, split = rest.rpartition(":")
+    if colon and not (base / rest).exists() and (base / path).exists():
+        return f"{name}:{os.path.normpath(base / path)}:{split}"
+    return f"{name}:{os.path.normpath(base / rest)}"

@@ -52,25 +52,92 @@ class GRPOOutcome:
     log: list[dict[str, Any]]
 
 
-def load_rows(paths: list[str]) -> Any:
-    """The TRL GRPO rows of every data file, as one dataset with PIL images."""
+def load_rows(entries: list[str], settings: GRPOSettings, protocol: HermesProtocol) -> Any:
+    """The GRPO rows of every entry of ``data`` (or ``eval_data``), as one dataset with PIL images.
+
+    A TRL GRPO parquet file is read as it was written. A verl parquet file and a benchmark source
+    are read as tasks and become the protocol's prompts under ``data_transforms``, the rows
+    ``data export rl --format trl`` writes for them, so every kind trains on the same conversation.
+    """
     import datasets
 
-    from codevision.data.hf import load_trl_dataset
+    from codevision.data.hf import without_none
 
-    parts = []
-    for path in paths:
-        if not Path(path).is_file() or Path(path).suffix != ".parquet":
-            raise TrainingError(
-                f"training data {path} is not a parquet file; train grpo reads TRL GRPO rows "
-                "(codevision data export rl --format trl -o rows.parquet)"
-            )
-        parts.append(load_trl_dataset(path))
-    rows = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    parts, as_written = [], []
+    for entry in entries:
+        kind = data_kind(entry)
+        if kind == "trl":
+            parts.append(datasets.Dataset.from_parquet(entry))
+            as_written.append(entry)
+        else:
+            parts.append(_rows_from_tasks(f"verl:{entry}" if kind == "verl" else entry, settings, protocol))
+    if settings.data_transforms and len(as_written) == len(entries):
+        raise TrainingError(
+            f"data_transforms applies to benchmark sources and verl parquet files, but {as_written[0]} holds TRL "
+            "rows, used as they were exported: export them with --transforms, or drop data_transforms"
+        )
+    try:
+        rows = without_none(parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts))
+    except ValueError as exc:
+        raise TrainingError(f"the rows of {', '.join(entries)} cannot be trained on together: {exc}") from None
     missing = {"prompt", "images"} - set(rows.column_names)
     if missing:
-        raise TrainingError(f"{paths[0]}: the rows have no {', '.join(sorted(missing))} column")
+        raise TrainingError(f"{entries[0]}: the rows have no {', '.join(sorted(missing))} column")
     return rows
+
+
+def data_kind(entry: str) -> str:
+    """``trl`` or ``verl`` for a parquet file (by its columns), ``source`` for ``NAME:PATH``; else an error."""
+    import pyarrow.parquet as pq
+
+    from codevision.train.config import source_name
+
+    path = Path(entry)
+    if path.is_file() and path.suffix == ".parquet":
+        try:
+            columns = set(pq.read_schema(path).names)
+        except (OSError, ValueError) as exc:
+            raise TrainingError(f"training data {entry} is not a readable parquet file: {exc}") from None
+        if {"prompt", "images", "answers"} <= columns:
+            return "trl"
+        if {"prompt", "images", "reward_model"} <= columns or "extra_info" in columns:
+            return "verl"
+        raise TrainingError(
+            f"training data {entry} holds neither TRL GRPO rows (prompt, images, answers) nor verl rows "
+            f"(prompt, images, reward_model, extra_info); its columns are {', '.join(sorted(columns))}"
+        )
+    if source_name(entry):
+        return "source"
+    raise TrainingError(
+        f"training data {entry} is neither a parquet file (data export rl, data filter) nor a benchmark source "
+        "(NAME:PATH, e.g. chartqa:data/ChartQA:train or synthetic:100)"
+    )
+
+
+def _rows_from_tasks(source: str, settings: GRPOSettings, protocol: HermesProtocol) -> Any:
+    from codevision.benchmarks import BenchmarkError, load_benchmark
+    from codevision.data.rl import rl_items, trl_grpo_dataset
+    from codevision.transforms import TransformSpecError, parse_transforms
+
+    try:
+        benchmark = load_benchmark(source)
+        transforms = parse_transforms(settings.data_transforms) if settings.data_transforms else []
+        if not transforms and not settings.data_original:
+            raise TrainingError("data_original: false leaves nothing to train on without data_transforms")
+        items = list(
+            rl_items(
+                benchmark,
+                transforms,
+                base_dir=benchmark.base_dir,
+                include_original=settings.data_original,
+                seed=settings.seed,
+            )
+        )
+        if not items:
+            raise TrainingError(f"{source} holds no items; check the path and the layout")
+        return trl_grpo_dataset(items, protocol)
+    except (BenchmarkError, TransformSpecError, ValueError, FileNotFoundError) as exc:
+        raise TrainingError(f"training data {source}: {exc}") from None
 
 
 def reward_spec(settings: GRPOSettings) -> RewardSpec:
@@ -110,8 +177,8 @@ def train_grpo(
             f"the necessity term is computed per group of {settings.num_generations} rollouts, but batch_size "
             f"{settings.batch_size} splits groups: make batch_size a multiple of num_generations, or set beta to 0"
         )
-    rows = load_rows(settings.data)
-    held_out = load_rows(settings.eval_data) if settings.eval_data else None
+    rows = load_rows(settings.data, settings, protocol)
+    held_out = load_rows(settings.eval_data, settings, protocol) if settings.eval_data else None
     if (held_out is None) != (settings.eval_steps == 0):
         raise TrainingError("periodic evaluation needs both eval_data and eval_steps (or neither)")
     transformers.set_seed(settings.seed)
@@ -174,9 +241,10 @@ def with_step_shape(settings: GRPOSettings, processes: int) -> GRPOSettings:
 def step_shape(settings: GRPOSettings, processes: int) -> str:
     """One line saying what a step holds, printed before training so a launch's batch is never a surprise."""
     completions = settings.batch_size * settings.gradient_accumulation_steps * processes
+    prompts = completions // settings.num_generations
     return (
-        f"{completions // settings.num_generations} prompts × {settings.num_generations} rollouts = {completions} "
-        f"completions per step: {processes} processes × batch_size {settings.batch_size} × accumulation "
+        f"{prompts} prompt{'s' * (prompts != 1)} × {settings.num_generations} rollouts = {completions} completions "
+        f"per step: {processes} process{'es' * (processes != 1)} × batch_size {settings.batch_size} × accumulation "
         f"{settings.gradient_accumulation_steps}; up to {settings.max_turns} replies per rollout"
     )
 
