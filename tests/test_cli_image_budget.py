@@ -94,3 +94,17 @@ def test_data_synth_sizes_the_teachers_images_with_the_students_processor(tmp_pa
     assert paths
     for path in paths:
         assert Trajectory.load(path.parent).metadata["image_budget"] == ImageBudget(32, 65536, 16777216).to_dict()
+
+
+def test_sft_exports_write_images_at_the_students_size(tmp_path: Path) -> None:
+    from PIL import Image
+
+    assert run_cli("demo", "--out", "runs", cwd=tmp_path).returncode == 0
+    done = run_cli("data", "export", "sft", "runs", "-o", "sft", "--max-pixels", "50000", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "images at the model's size: sides a multiple of 28, 3,136 to 50,000 pixels" in done.stdout
+    sizes = [Image.open(path).size for path in (tmp_path / "sft" / "images").rglob("*.png")]
+    assert sizes and all(w % 28 == 0 and h % 28 == 0 and 3136 <= w * h <= 50000 for w, h in sizes)
+    plain = run_cli("data", "export", "sft", "runs", "-o", "plain", cwd=tmp_path)
+    assert plain.returncode == 0 and "model's size" not in plain.stdout
+    assert (420, 640) in [Image.open(path).size for path in (tmp_path / "plain" / "images").rglob("*.png")]

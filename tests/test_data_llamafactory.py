@@ -41,35 +41,46 @@ if importlib.util.find_spec("torchaudio") is None:
     _torchaudio.__getattr__ = _no_audio  # type: ignore[method-assign]
     sys.modules["torchaudio"] = _torchaudio
 
+import transformers
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.extras.constants import IGNORE_INDEX
 from llamafactory.hparams import get_train_args
 from llamafactory.model import load_tokenizer
 
 from codevision.agent import run_agent
+from codevision.chat import ChatRenderer, ImageBudget
 from codevision.data.sft import export_sft
 from codevision.demo import EXAMPLES
 from codevision.policies import ScriptedPolicy
 from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
 from codevision.testing import build_tiny_qwen_vl
+from codevision.trajectory import Trajectory
 
 NAME = "codevision_sft"
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled examples run end to end and exported as sharegpt; returns the export folder."""
-    runs = tmp_path_factory.mktemp("runs")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Trajectory]]:
+    """The bundled examples run end to end and saved; returns the folder and the trajectories by name."""
+    folder = tmp_path_factory.mktemp("runs")
+    played = {}
     with Sandbox(workers=2, timeout=10.0, memory_mb=1024) as sandbox:
         for example in EXAMPLES:
             trajectory = run_agent(
                 example.task(), ScriptedPolicy(list(example.replies)), sandbox, get_protocol("codevision")
             )
             assert trajectory.stop_reason == "answered", trajectory.error
-            trajectory.save(runs / example.id)
+            trajectory.save(folder / example.id)
+            played[example.id] = trajectory
+    return folder, played
+
+
+@pytest.fixture(scope="module")
+def export(runs: tuple[Path, dict[str, Trajectory]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs exported as sharegpt; returns the export folder."""
     out = tmp_path_factory.mktemp("sharegpt")
-    result = export_sft([runs], out, "sharegpt", name=NAME)
+    result = export_sft([runs[0]], out, "sharegpt", name=NAME)
     assert result.rows == len(EXAMPLES) and not result.skipped
     return out
 
@@ -79,7 +90,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_qwen_vl(tmp_path_factory.mktemp("tiny"))
 
 
-def _load(export: Path, model_dir: Path, output: Path) -> tuple[Any, dict[str, Any]]:
+def _load(export: Path, model_dir: Path, output: Path, **options: Any) -> tuple[Any, dict[str, Any]]:
     """LLaMA-Factory's SFT data path, as ``llamafactory-cli train`` runs it, up to the tokenized set."""
     model_args, data_args, training_args, *_ = get_train_args(
         {
@@ -97,6 +108,7 @@ def _load(export: Path, model_dir: Path, output: Path) -> tuple[Any, dict[str, A
             "overwrite_cache": True,
             "output_dir": str(output),
             "report_to": "none",
+            **options,
         }
     )
     modules = load_tokenizer(model_args)
@@ -190,3 +202,29 @@ def test_image_count_mismatch_is_rejected(export: Path, model_dir: Path, tmp_pat
     (broken / f"{NAME}.json").write_text(json.dumps(rows), encoding="utf-8")
     with pytest.raises(ValueError, match="does not match the number of"):
         _load(broken, model_dir, tmp_path / "output")
+
+
+def test_images_exported_at_the_models_size_give_the_tokens_evaluation_renders(
+    runs: tuple[Path, dict[str, Trajectory]], model_dir: Path, tmp_path: Path
+) -> None:
+    """LLaMA-Factory scales an image above ``image_max_pixels`` by a factor that ignores the patch grid,
+    then the processor snaps it to the grid: other image tokens than evaluation's single resize. An
+    export at the model's size (``--processor``) leaves it nothing to resize: token for token the
+    sequence the renderer gives evaluation, the newline after the last turn aside."""
+    processor = transformers.AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    budget = ImageBudget.from_processor(processor)
+    renderer = ChatRenderer(processor, get_protocol())
+    newline = renderer.tokenizer("\n", add_special_tokens=False)["input_ids"]
+    limits = {"image_max_pixels": budget.max_pixels, "image_min_pixels": budget.min_pixels}
+    sequences = {}
+    for name, fitted in (("original", None), ("fitted", budget)):
+        export_sft([runs[0]], tmp_path / name, "sharegpt", name=NAME, budget=fitted)
+        dataset, _ = _load(tmp_path / name, model_dir, tmp_path / f"output-{name}", **limits)
+        rows = _rows(tmp_path / name)
+        sequences[name] = {row["id"]: example["input_ids"] for row, example in zip(rows, dataset, strict=True)}
+    rendered = {}
+    for key, trajectory in runs[1].items():
+        images = [budget.fit(trajectory.image(i)) for i in range(len(trajectory.images))]
+        rendered[key] = [*renderer.render(trajectory.conversation(), images).input_ids, *newline]
+    assert sequences["fitted"] == rendered
+    assert any(sequences["original"][key] != rendered[key] for key in rendered)

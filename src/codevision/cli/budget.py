@@ -45,6 +45,11 @@ def chosen_budget(
                 "or scripted replies (use --max-pixels to cap the folder's budget)"
             )
         return None
+    return flag_budget(processor, max_pixels)
+
+
+def flag_budget(processor: Path | None, max_pixels: int | None) -> ImageBudget | None:
+    """The budget ``--processor`` and ``--max-pixels`` give (None when neither is given)."""
     if processor is None and max_pixels is None:
         return None
     budget = ImageBudget.from_config(processor) if processor is not None else Limits().image_budget

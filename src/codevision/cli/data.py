@@ -9,7 +9,14 @@ import typer
 
 from codevision.agent import Limits
 from codevision.benchmarks import BenchmarkError, load_benchmark
-from codevision.cli.budget import MAX_PIXELS_HELP, PROCESSOR_HELP, budget_limits, chosen_budget, warn_unsized
+from codevision.cli.budget import (
+    MAX_PIXELS_HELP,
+    PROCESSOR_HELP,
+    budget_limits,
+    chosen_budget,
+    flag_budget,
+    warn_unsized,
+)
 from codevision.cli.outputs import claim_file, claim_folder, ensure_writable
 from codevision.cli.prompts import (
     CALLS_HELP,
@@ -219,7 +226,8 @@ def filter_command(
     epilog=(
         "Examples:\n\n"
         "  codevision data export sft runs/ocr/trajectories -o sft/ --format sharegpt\n\n"
-        "  codevision data export sft runs/a runs/b -o sft/ --format trl --name mix"
+        "  codevision data export sft runs/a runs/b -o sft/ --format trl --name mix\n\n"
+        "  codevision data export sft runs/synth/accepted -o sft/ --processor models/Qwen2.5-VL-7B-Instruct"
     ),
 )
 def export_sft_command(
@@ -230,15 +238,26 @@ def export_sft_command(
     include_incorrect: bool = typer.Option(
         False, "--include-incorrect", help="Also export trajectories scored wrong (left out by default)."
     ),
+    processor: Path | None = typer.Option(
+        None,
+        metavar="PATH",
+        help="The student's folder or preprocessor_config.json: images are written at the size its processor "
+        "gives them, so a trainer that resizes first (LLaMA-Factory) resizes nothing. See docs/data.md.",
+    ),
+    max_pixels: int | None = typer.Option(None, min=1, help=MAX_PIXELS_HELP),
     overwrite: bool = typer.Option(False, help="Clear a non-empty --out first."),
 ) -> None:
     """SFT rows from trajectories, the conversation exactly as the protocol rendered it; only correct
     (or unscored) trajectories unless --include-incorrect."""
     if fmt not in SFT_FORMATS:
         raise _fail(f"--format {fmt!r} is not known; choose {', '.join(SFT_FORMATS)}")
+    try:
+        budget = flag_budget(processor, max_pixels)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     claim_folder(out, overwrite=overwrite)
     try:
-        result = export_sft(inputs, out, fmt, name=name, include_incorrect=include_incorrect)
+        result = export_sft(inputs, out, fmt, name=name, include_incorrect=include_incorrect, budget=budget)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     for reason in result.skipped:
@@ -254,6 +273,11 @@ def export_sft_command(
     if not result.rows:
         raise _fail(f"no rows to export from {', '.join(map(str, inputs))}; nothing was written")
     typer.echo(f"{result.rows} rows written to {result.path}")
+    if budget is not None:
+        typer.echo(
+            f"images at the model's size: sides a multiple of {budget.factor}, "
+            f"{budget.min_pixels:,} to {budget.max_pixels:,} pixels"
+        )
 
 
 @data_app.command("stats", epilog="Example: codevision data stats sft/ --tokenizer models/qwen2.5-vl-7b")

@@ -24,6 +24,7 @@ from typing import Any
 
 from PIL import Image
 
+from codevision.chat.budget import ImageBudget
 from codevision.data.images import open_image
 from codevision.data.rl import IMAGE_PLACEHOLDER
 from codevision.eval.store import item_folder
@@ -105,17 +106,28 @@ def alternating_turns(trajectory: Trajectory) -> Turns:
 
 
 class ImageWriter:
-    """Writes a trajectory's images as PNG files under ``images/`` of the export, once each."""
+    """Writes a trajectory's images as PNG files under ``images/`` of the export, once each.
 
-    def __init__(self, root: Path) -> None:
+    With a ``budget`` each image is written at the size the model's processor gives it, resized as
+    evaluation resizes it. A trainer that resizes by its own rule first (LLaMA-Factory scales an
+    image above ``image_max_pixels`` by a factor that ignores the patch grid, then the processor
+    snaps it) then has nothing to resize, and trains on the image tokens evaluation showed.
+    """
+
+    def __init__(self, root: Path, budget: ImageBudget | None = None) -> None:
         self.root = root
+        self.budget = budget
+
+    def image(self, trajectory: Trajectory, index: int) -> Image.Image:
+        image = trajectory.image(index)
+        return self.budget.fit(image) if self.budget is not None else image
 
     def path(self, trajectory: Trajectory, index: int, key: str) -> str:
         relative = f"images/{item_folder(key)}/{index:04d}.png"
         target = self.root / relative
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            trajectory.image(index).save(target)
+            self.image(trajectory, index).save(target)
         return relative
 
 
@@ -160,7 +172,7 @@ def swift_row(turns: Turns, images: ImageWriter) -> dict[str, Any]:
     }
 
 
-def trl_row(turns: Turns) -> dict[str, Any]:
+def trl_row(turns: Turns, images: ImageWriter) -> dict[str, Any]:
     """A TRL conversational row: typed content parts; tool-turn images embedded, the others in ``images``."""
     trajectory = turns.trajectory
     messages = [turns.system, *turns.messages] if turns.system else turns.messages
@@ -170,7 +182,7 @@ def trl_row(turns: Turns) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []
         for part in message.content:
             if isinstance(part, ImagePart):
-                image = trajectory.image(part.index)
+                image = images.image(trajectory, part.index)
                 if message.role == "tool":
                     parts.append({"type": "image", "text": None, "image": image})
                 else:
@@ -236,6 +248,7 @@ def export_sft(
     *,
     name: str = "codevision_sft",
     include_incorrect: bool = False,
+    budget: ImageBudget | None = None,
 ) -> ExportResult:
     """Export trajectories in ``fmt`` (``sharegpt``, ``swift`` or ``trl``) into the folder ``out``.
 
@@ -246,7 +259,8 @@ def export_sft(
     trl writes ``{name}.parquet``.
     Trajectories that cannot be rows are skipped and listed in the result. A model must not be trained
     on its wrong answers by accident, so trajectories scored wrong are left out (and listed) unless
-    ``include_incorrect``; trajectories with no score are kept and counted.
+    ``include_incorrect``; trajectories with no score are kept and counted. With ``budget`` (the
+    model's processor budget) images are written at the model's size (see :class:`ImageWriter`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -254,7 +268,7 @@ def export_sft(
     left_out: list[str] = []
     unscored: list[str] = []
     turns = _turns(find_trajectories(trajectory_paths), skipped, left_out, unscored, include_incorrect)
-    writer = ImageWriter(out)
+    writer = ImageWriter(out, budget)
     if fmt == "sharegpt":
         rows = [sharegpt_row(t, writer) for t in turns]
         path = out / f"{name}.json"
@@ -271,7 +285,7 @@ def export_sft(
         from codevision.data.hf import require_datasets
 
         datasets = require_datasets()
-        rows = [trl_row(t) for t in turns]
+        rows = [trl_row(t, writer) for t in turns]
         path = out / f"{name}.parquet"
         datasets.Dataset.from_list(rows, features=trl_sft_features()).to_parquet(str(path))
     else:
