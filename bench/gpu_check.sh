@@ -10,6 +10,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wheels="${1:-bench/wheels}"
+# datasets 5.2 (in the wheels) needs pyarrow >= 24 and huggingface_hub >= 1.31 from the machine.
+python3 - <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+needed = {"pyarrow": (24, 0), "huggingface_hub": (1, 31)}
+for name, least in needed.items():
+    try:
+        found = version(name)
+    except PackageNotFoundError:
+        sys.exit(f"{name} is not installed; the wheels need {name} >= {'.'.join(map(str, least))}")
+    if tuple(int(p) for p in found.split(".")[:2]) < least:
+        sys.exit(f"{name} {found} is older than the {'.'.join(map(str, least))} the datasets wheel needs")
+PY
 python3 -m pip install --quiet --no-index --no-deps "$wheels"/*.whl
-python3 -c "import torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'cuda', torch.cuda.is_available())"
+python3 -c "import codevision, datasets, torch, transformers, trl; print('torch', torch.__version__, 'transformers', transformers.__version__, 'trl', trl.__version__, 'cuda', torch.cuda.is_available())"
 timeout 470 python3 bench/gpu_check.py --steps "${STEPS:-10}" ${OUT:+--json "$OUT/gpu_check.json"}
