@@ -7,11 +7,14 @@ rendered as content blocks with the images at the model's size. One run measures
 
 1. Per call: ``env.code_image_tool(...)`` after ``reset()`` against ``session.run(...)`` on an open
    sandbox session with the same image and code (the bare cost), rollout by rollout (the first call
-   of a rollout opens its session and is timed apart from the warm ones), the two sides alternating
-   so that background load hits both. A third side, the environment with timers wrapped around its
-   parts, splits a call into the sandbox run, the executor hop, image recording, the lineage check,
-   ``asyncio.run``, ``render_observation`` and ``to_chat`` (with the resize to the model's size).
-   The target is a warm call costing at most twice the bare call at p50.
+   of a rollout opens its session and is timed apart from the warm ones), the sides taking turns
+   so that background load hits all. A third side adds to each bare run the resize of its returned
+   image to the model's size, which the environment does once and the processor would otherwise do
+   before the training forward pass (it is most of a 1-MP call, and it slows the sandbox run after
+   it too). A fourth side, the environment with timers wrapped around its parts, splits a call into
+   the sandbox run, the executor hop, image recording, the lineage check, ``asyncio.run``,
+   ``render_observation`` and ``to_chat`` (with the resize). The target is a warm call costing at
+   most twice the bare call at p50.
 2. Per GRPO step: TRL 1.16's ``GRPOTrainer`` with the tiny Qwen3-VL, the shipped chat template and
    the environment, its sampler scripted with the sign example's tool call and answer (sleeping
    ``--generation-ms`` per turn to stand in for a model). The step's wall time is split into
@@ -77,8 +80,12 @@ RECIPE_GENERATION_S = 60.0
 
 ENV = "environment"
 BARE = "session.run"
+# The bare run plus the resize to the model's size that the environment does once per returned image:
+# without it the processor would do the same resize before the training forward pass.
+FITTED = "session.run + resize"
 PROBED = "environment, timed parts"
-SYSTEMS = (ENV, BARE, PROBED)
+SYSTEMS = (ENV, BARE, FITTED, PROBED)
+BARE_SIDES = (BARE, FITTED)
 
 
 class BenchmarkError(RuntimeError):
@@ -292,10 +299,11 @@ def probed_environment_class(
 
     The protocol is this bench's own copy, so timing its methods touches no shared object.
     """
-    own = copy.copy(protocol)
+    base = environment_class(copy.copy(protocol), ProbedSandbox(sandbox, probe), budget)  # type: ignore[arg-type]
+    # The class holds the protocol under TRL's call rules, a copy of its own: time that one's methods.
+    own = base.protocol
     own.action_for = probe.wrap("action_for", own.action_for)  # type: ignore[method-assign]
     own.render_observation = probe.wrap("render_observation", own.render_observation, marks=True)  # type: ignore[method-assign]
-    base = environment_class(own, ProbedSandbox(sandbox, probe), budget)  # type: ignore[arg-type]
 
     class Probed(base):  # type: ignore[valid-type,misc]
         def reset(self, **row: Any) -> None:
@@ -368,7 +376,10 @@ def env_rollout(env: SandboxEnvironment, image: Image.Image, case: Case, calls: 
     return Rollout(ms(setup), ms(times[0]), [ms(t) for t in times[1:]], ms(release))
 
 
-def bare_rollout(sandbox: Sandbox, image: Image.Image, case: Case, calls: int) -> Rollout:
+def bare_rollout(
+    sandbox: Sandbox, image: Image.Image, case: Case, calls: int, budget: ImageBudget | None = None
+) -> Rollout:
+    """A session's runs on their own; with ``budget``, each returned image resized to the model's size too."""
     session = sandbox.session(images=[image])
     started = time.perf_counter()
     session.open()
@@ -378,6 +389,9 @@ def bare_rollout(sandbox: Sandbox, image: Image.Image, case: Case, calls: int) -
         for _ in range(calls):
             started = time.perf_counter()
             result = session.run(case.code, image_index=0)
+            if budget is not None:
+                for returned in result.images:
+                    budget.fit(returned)
             times.append(time.perf_counter() - started)
             check_result(result, case)
     finally:
@@ -388,7 +402,7 @@ def bare_rollout(sandbox: Sandbox, image: Image.Image, case: Case, calls: int) -
 
 
 def measure_calls(args: argparse.Namespace, console: Console) -> dict[str, Any]:
-    """Each case's rollouts on the three sides, alternating which goes first."""
+    """Each case's rollouts on every side, rotating which goes first."""
     protocol = get_protocol()
     budget = QWEN3_VL_BUDGET
     report: dict[str, Any] = {"cases": {}, "parts": {}, "budget": budget.to_dict()}
@@ -402,6 +416,7 @@ def measure_calls(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             sides: dict[str, Callable[[], Rollout]] = {
                 ENV: functools.partial(env_rollout, plain, image, case, args.calls),
                 BARE: functools.partial(bare_rollout, sandbox, image, case, args.calls),
+                FITTED: functools.partial(bare_rollout, sandbox, image, case, args.calls, budget),
                 PROBED: functools.partial(env_rollout, probed, image, case, args.calls),
             }
             for side in sides.values():  # warm-up: imports, caches, the fork server's pool
@@ -409,7 +424,8 @@ def measure_calls(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             probe.calls.clear()
             rollouts: dict[str, list[Rollout]] = {side: [] for side in SYSTEMS}
             for number in range(args.rollouts):
-                order = SYSTEMS[number % 3 :] + SYSTEMS[: number % 3]
+                shift = number % len(SYSTEMS)
+                order = SYSTEMS[shift:] + SYSTEMS[:shift]
                 for side in order:
                     rollouts[side].append(sides[side]())
                     time.sleep(0.01)  # lets the fork server refill its pool of ready processes
@@ -455,14 +471,15 @@ def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Cons
     ):
         table.add_column(column, justify="left" if column in ("case", "side") else "right")
     ratios = Table(title=f"environment / session.run (target: warm p50 <= {OVERHEAD_TARGET:g}x on the 1-MP rotation)")
-    for column in ("case", "warm p50", "warm p95", "warm mean", "first p50", "env - bare, warm p50 ms"):
+    columns = ("warm p50", "warm p95", "warm mean", "first p50", "env - bare, warm p50 ms", "vs run + resize, p50")
+    for column in ("case", *columns):
         ratios.add_column(column, justify="left" if column == "case" else "right")
     summary: dict[str, Any] = {}
     for case in CASES:
         figures = {}
         for index, side in enumerate(SYSTEMS):
             samples = warm(report, case.key, side)
-            first = firsts(report, case.key, side, with_setup=side == BARE)
+            first = firsts(report, case.key, side, with_setup=side in BARE_SIDES)
             release = [r["release"] for r in report["cases"][case.key][side]]
             p50, p95 = p50_p95(samples)
             figures[side] = {
@@ -481,7 +498,7 @@ def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Cons
                 f"{p95:.2f}",
                 f"{figures[side]['warm_mean']:.2f}",
                 f"{figures[side]['first_p50']:.2f}",
-                "-" if side == BARE else f"{figures[side]['reset_p50']:.2f}",
+                "-" if side in BARE_SIDES else f"{figures[side]['reset_p50']:.2f}",
                 f"{figures[side]['release_p50']:.2f}",
                 end_section=index == len(SYSTEMS) - 1,
             )
@@ -491,7 +508,9 @@ def render_calls(report: dict[str, Any], args: argparse.Namespace, console: Cons
             case.title,
             *(f"{figures['ratio'][key]:.2f}x" for key in ("warm_p50", "warm_p95", "warm_mean", "first_p50")),
             f"{env['warm_p50'] - bare['warm_p50']:.2f}",
+            f"{env['warm_p50'] / figures[FITTED]['warm_p50']:.2f}x",
         )
+        figures["ratio"]["warm_p50_vs_fitted"] = env["warm_p50"] / figures[FITTED]["warm_p50"]
         summary[case.key] = figures
     console.print(table)
     console.print(ratios)
