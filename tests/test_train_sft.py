@@ -133,6 +133,26 @@ def test_labels_are_the_renderers_replies_token_by_token(tiny_model: Path, traje
         assert renderer.image_token_id not in {label for label in labels if label != IGNORE_INDEX}
 
 
+def test_the_trl_export_trains_on_the_tokens_and_pixels_of_its_trajectories(
+    tiny_model: Path, trajectories: Path, tmp_path: Path
+) -> None:
+    from codevision.data.sft import export_sft
+
+    exported = export_sft([trajectories], tmp_path / "trl", "trl").path
+    batches = []
+    for data in (trajectories, exported):
+        prepared = prepare(settings(tiny_model, [data], tmp_path / "out"))
+        conversations = prepared.collected.conversations
+        collator = Collator(prepared.plan.sequences, conversations, prepared.renderer, prepared.budget)
+        order = sorted(range(len(prepared.plan.sequences)), key=lambda n: conversations[n].id)
+        batches.append([collator([{"sequence": number}]) for number in order])
+    assert len(batches[1]) == len(EXAMPLES)
+    for from_trajectory, from_export in zip(*batches, strict=True):
+        assert from_export["input_ids"].tolist() == from_trajectory["input_ids"].tolist()
+        assert torch.equal(from_export["labels"], from_trajectory["labels"])
+        assert torch.equal(from_export["pixel_values"], from_trajectory["pixel_values"])
+
+
 def test_sft_overfits_and_the_checkpoint_replays_a_trajectory_through_the_agent_loop(
     tiny_model: Path, trajectories: Path, sandbox: Sandbox, tmp_path: Path
 ) -> None:

@@ -397,6 +397,47 @@ def read_rows(path: str | Path) -> Iterator[ImportedRow]:
         yield ImportedRow(str(row.get("id", f"{path.stem}-{number}")), where, messages, images)
 
 
+def read_trl_rows(path: str | Path) -> Iterator[ImportedRow]:
+    """The rows of a TRL conversational SFT export (``data export sft --format trl``), images not yet decoded.
+
+    Image parts of tool turns carry their image; the others take the row's ``images`` column in order.
+    Read with pyarrow, so no Hugging Face stack is needed to train from the file.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable parquet file: {exc}") from None
+    missing = {"messages", "images"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path}: not a TRL SFT export (no {', '.join(sorted(missing))} column)")
+    for number, row in enumerate(table.to_pylist()):
+        where = f"{path}, row {number}"
+        column = iter(row["images"] or [])
+        images: list[ImageSource] = []
+        messages = []
+        for turn in row["messages"] or []:
+            role = _IMPORT_ROLES.get(str(turn.get("role")))
+            if role is None:
+                raise ValueError(f"{where}: unknown role {turn.get('role')!r}")
+            parts: list[str | int] = []
+            for part in turn.get("content") or []:
+                if part.get("type") == "image":
+                    value = part.get("image") or next(column, None)
+                    if value is None:
+                        raise ValueError(f"{where}: more image parts than images")
+                    images.append(image_source(value, path.parent, where))
+                    parts.append(len(images) - 1)
+                elif part.get("text"):
+                    parts.append(part["text"])
+            messages.append(Message.of(role, *parts))  # type: ignore[arg-type]
+        if next(column, None) is not None:
+            raise ValueError(f"{where}: more images than image parts")
+        yield ImportedRow(str(row.get("id") or f"{path.stem}-{number}"), where, messages, images)
+
+
 def _message(role: str, text: str, images: Iterator[int], where: str) -> Message:
     pieces = text.split(IMAGE_PLACEHOLDER)
     parts: list[str | int] = [pieces[0]] if pieces[0] else []

@@ -104,7 +104,7 @@ class SFTSettings(TrainingSettings):
 
     ``data``: trajectory folders (``eval``/``data synth`` outputs or single trajectories), and
     sharegpt or ``messages`` JSON/JSONL files (``data export sft --format sharegpt|swift``,
-    CodeVision-SFT).
+    CodeVision-SFT), and TRL conversational parquet files (``data export sft --format trl``).
     """
 
     #: Train on trajectories scored wrong too (left out by default).

@@ -1,10 +1,11 @@
 """The conversations a training run learns from: recorded trajectories and imported SFT rows.
 
-A run is given folders of trajectories (what ``eval`` and ``data synth`` write) and sharegpt or
-``messages`` files (codevision's SFT exports, CodeVision-SFT). Each becomes a
-:class:`Conversation`: the protocol's messages with image references, not decoded images, so a
-dataset of tens of thousands of multi-image conversations is read per batch instead of held in
-memory. Recorded trajectories keep the token ids the model sampled; imported rows are text.
+A run is given folders of trajectories (what ``eval`` and ``data synth`` write), sharegpt or
+``messages`` files (codevision's SFT exports, CodeVision-SFT) and TRL conversational parquet files
+(``data export sft --format trl``). Each becomes a :class:`Conversation`: the protocol's messages
+with image references or encoded bytes, not decoded images, so a dataset of tens of thousands of
+multi-image conversations is decoded per batch instead of held in memory as pixels. Recorded
+trajectories keep the token ids the model sampled; imported rows are text.
 
 Trajectories scored wrong are left out unless asked for, so a model is never trained on its wrong
 answers by accident; what was left out, and why, is reported.
@@ -18,11 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from codevision.data.sft import ImageSource, find_trajectories, read_image, read_rows
+from codevision.data.sft import ImageSource, find_trajectories, read_image, read_rows, read_trl_rows
 from codevision.trajectory import TRAJECTORY_FILE, Message, Trajectory
 
-#: File suffixes read as sharegpt / ``messages`` rows.
-ROW_FILES = (".json", ".jsonl")
+#: File suffixes read as rows: sharegpt / ``messages`` JSON(L), TRL conversational parquet.
+ROW_FILES = (".json", ".jsonl", ".parquet")
 
 
 class DataError(ValueError):
@@ -82,7 +83,8 @@ def collect(paths: Sequence[str | Path], *, include_incorrect: bool = False) -> 
 
 def _rows(path: Path) -> list[Conversation]:
     try:
-        return [Conversation(row.id, row.where, row.messages, row.images) for row in read_rows(path)]
+        rows = read_trl_rows(path) if path.suffix == ".parquet" else read_rows(path)
+        return [Conversation(row.id, row.where, row.messages, row.images) for row in rows]
     except (OSError, ValueError) as exc:
         raise DataError(str(exc)) from None
 
