@@ -149,3 +149,13 @@ def test_a_launch_that_cannot_hold_the_published_batch_is_refused() -> None:
 def test_sft_only_keys_are_unknown_to_grpo() -> None:
     with pytest.raises(ConfigError, match="unknown key 'max_length'"):
         build(GRPOSettings, {**REQUIRED, "max_length": 10}, where="f.yaml")
+
+
+def test_the_local_sandbox_has_a_session_for_every_rollout_in_flight() -> None:
+    from codevision.train.grpo import open_sandbox
+
+    shaped = with_step_shape(build(GRPOSettings, {**REQUIRED, "batch_size": 8, "prompts_per_step": 64}, where="f"), 2)
+    with open_sandbox(shaped) as sandbox:
+        assert sandbox.config.max_sessions == 2 * 8 * 32
+    with open_sandbox(build(GRPOSettings, REQUIRED, where="f")) as sandbox:
+        assert sandbox.config.max_sessions == 256

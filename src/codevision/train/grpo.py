@@ -21,7 +21,7 @@ from codevision.chat import ChatRenderer, ImageBudget
 from codevision.protocols import get_protocol
 from codevision.protocols.toolcalls import HermesProtocol
 from codevision.rewards.spec import RewardSpec
-from codevision.sandbox import RemoteSandbox, Sandbox
+from codevision.sandbox import RemoteSandbox, Sandbox, SandboxConfig
 from codevision.scoring import LLMJudge
 from codevision.train.checkpoint import manifest
 from codevision.train.common import (
@@ -153,7 +153,10 @@ def open_sandbox(settings: GRPOSettings) -> Iterator[Sandbox | RemoteSandbox]:
         with RemoteSandbox(settings.sandbox_url, settings.sandbox_token, timeout=settings.sandbox_timeout) as remote:
             yield remote
         return
-    with Sandbox(workers=settings.sandbox_workers, timeout=settings.sandbox_timeout) as local:
+    # Every rollout of a generation batch holds its session until the next reset: room for two batches.
+    in_flight = 2 * settings.batch_size * settings.gradient_accumulation_steps
+    sessions = max(SandboxConfig.model_fields["max_sessions"].default, in_flight)
+    with Sandbox(workers=settings.sandbox_workers, timeout=settings.sandbox_timeout, max_sessions=sessions) as local:
         yield local
 
 
