@@ -96,6 +96,18 @@ def test_a_reward_spec_file_is_used(sandbox: Sandbox, tmp_path: Path) -> None:
     assert "faithfulness.process" in got and "codevision.accuracy" not in got
 
 
+def test_a_spec_with_the_group_necessity_term_is_refused(sandbox: Sandbox, tmp_path: Path) -> None:
+    """verl scores one rollout at a time: beta > 0 would silently pay a per-rollout necessity instead."""
+    task = make_task()
+    trajectory = episode(sandbox, task, *ROTATE_AND_CROP)
+    spec = RewardSpec()
+    spec.codevision.beta = 0.5
+    path = tmp_path / "beta.yaml"
+    path.write_text(spec.to_yaml(), encoding="utf-8")
+    with pytest.raises(ValueError, match="computed over each prompt's group of rollouts"):
+        compute_score("synthetic", "", "42", fields_of(task, trajectory), reward_spec=str(path))
+
+
 def test_rows_of_another_agent_loop_are_refused_with_what_is_missing() -> None:
     extra = {**row_extra(make_task()), "agent_name": "single_turn_agent"}
     with pytest.raises(MissingEpisodeError) as raised:

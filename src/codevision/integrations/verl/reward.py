@@ -76,12 +76,20 @@ def reward_spec(path: str | Path | None) -> tuple[RewardSpec, tuple[str, ...]]:
     """The spec in ``path`` (None: the default, CodeVision's dense reward) and the names of all its terms.
 
     Loaded once per process. The term names come from the spec itself, so every rollout reports the
-    same keys whatever its trajectory holds.
+    same keys whatever its trajectory holds. A spec with the group-level necessity term (``beta``) is
+    refused: one rollout at a time, it would silently become a per-rollout term.
     """
     key = None if path is None else str(path)
     with _lock:
         if key not in _specs:
             spec = RewardSpec() if key is None else RewardSpec.from_yaml(key)
+            if spec.weights.get("codevision") and spec.codevision.beta:
+                # verl calls this once per rollout, so no group exists to compute the released term over.
+                raise ValueError(
+                    f"{key}: codevision.beta {spec.codevision.beta} weighs CodeVision's necessity term, which is "
+                    "computed over each prompt's group of rollouts; verl's reward function sees one rollout at a "
+                    "time. Set beta to 0 (as released), or train with `codevision train grpo`, which computes it"
+                )
             blank = spec.compute(
                 Task(id="terms", question="", answers=[""]), Trajectory(task_id="terms", protocol="codevision")
             )
