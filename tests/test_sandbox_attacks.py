@@ -1843,6 +1843,11 @@ FORGERIES = {
         'body = b\'{"type":"result","status":"ok","x":[\' + b\'[],\' * 3_000_000 + b\'[]]}\'\n'
         "socket.socket(fileno=os.dup(fd)).sendall(struct.pack('<II', len(body), 0) + body)"
     ),
+    # A string that never ends, of escaped quotes: a backtracking scan held the host's GIL for minutes.
+    "never-ending-string": (
+        'body = b\'{"type":"result","status":"ok","x":"\' + b\'\\\\"\' * 2_000_000\n'
+        "socket.socket(fileno=os.dup(fd)).sendall(struct.pack('<II', len(body), 0) + body)"
+    ),
     "60-MB-header": "socket.socket(fileno=os.dup(fd)).sendall(struct.pack('<II', 60 * 2**20, 0) + b'[' * 2**20)",
     "close-socket": "os.close(fd)",
     "shutdown-socket": "socket.socket(fileno=os.dup(fd)).shutdown(socket.SHUT_RDWR)",

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 _PREFIX = struct.Struct("<II")  # header length, number of buffers
@@ -42,15 +43,18 @@ class FrameError(Exception):
 @dataclass(frozen=True)
 class HeaderLimits:
     """What a frame header may hold, checked before it is parsed: a header of a million ``[]`` is a few
-    megabytes of text but a gigabyte of Python objects, and a 5,000-digit number costs seconds to read.
+    megabytes of text but a gigabyte of Python objects, a 5,000-digit number costs seconds to read, and
+    JSON nested 200,000 deep overflows the C stack of a parser that recurses.
 
     ``max_containers`` bounds the arrays and objects, ``max_items`` the commas between elements (both
-    counted outside strings), ``max_number_chars`` the length of one number.
+    counted outside strings), ``max_depth`` how deep they nest, ``max_number_chars`` the length of one
+    number.
     """
 
     max_bytes: int = 1 << 20
     max_containers: int = 1 << 12
     max_items: int = 1 << 14
+    max_depth: int = 32
     max_number_chars: int = 32
 
 
@@ -58,7 +62,11 @@ class HeaderLimits:
 SMALL = HeaderLimits()
 #: For what a session reads from its host: a code cell may be long; a session may hold many images.
 FROM_HOST = HeaderLimits(max_bytes=MAX_CODE_BYTES * 6 + (1 << 20), max_containers=1 << 16, max_items=1 << 16)
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# Possessive quantifiers never backtrack, so both scans stay linear on forged text (a backtracking
+# string pattern retried from every quote of '"\\"\\"...' takes seconds per 100 KB).
+_TERMINATED_STRINGS = re.compile(rb'(?:[^"]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+_STRINGS = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 class FrameTimeout(FrameError):
@@ -208,11 +216,23 @@ def _no_constant(name: str) -> Any:
     raise FrameError(f"frame header holds {name}, which is not a number")
 
 
+def _nesting_depth(skeleton: bytes) -> int:
+    """How deep the arrays and objects of a header without strings nest (closing brackets left unmatched
+    are the JSON parser's to report)."""
+    brackets = np.frombuffer(skeleton.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    if not len(brackets):
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
 def parse_header(body: bytes | bytearray | memoryview, limits: HeaderLimits = SMALL) -> dict[str, Any]:
     """The JSON object of a frame header, within ``limits``; :class:`FrameError` for anything else."""
     data = bytes(body)
     if len(data) > limits.max_bytes:
         raise FrameError(f"frame header of {len(data)} bytes exceeds the limit of {limits.max_bytes}")
+    if _TERMINATED_STRINGS.fullmatch(data) is None:
+        raise FrameError("frame header holds a string that never ends")
     skeleton = _STRINGS.sub(b'""', data)  # what is left is structure: brackets and commas in text do not count
     containers = skeleton.count(b"[") + skeleton.count(b"{")
     if containers > limits.max_containers:
@@ -220,6 +240,9 @@ def parse_header(body: bytes | bytearray | memoryview, limits: HeaderLimits = SM
     items = skeleton.count(b",")
     if items > limits.max_items:
         raise FrameError(f"frame header lists {items} items (at most {limits.max_items})")
+    depth = _nesting_depth(skeleton)
+    if depth > limits.max_depth:
+        raise FrameError(f"frame header nests {depth} deep (at most {limits.max_depth})")
     try:
         header = json.loads(
             data.decode("ascii"),
@@ -229,8 +252,6 @@ def parse_header(body: bytes | bytearray | memoryview, limits: HeaderLimits = SM
         )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FrameError(f"frame header is not valid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise FrameError("frame header nests deeper than a frame can") from exc
     if not isinstance(header, dict):
         raise FrameError("frame header is not a JSON object")
     return header
