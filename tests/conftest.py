@@ -12,7 +12,7 @@ from PIL import Image
 from codevision.agent import Limits, run_agent
 from codevision.policies import ScriptedPolicy
 from codevision.protocols.registry import get_protocol
-from codevision.sandbox import RemoteSandbox, Sandbox
+from codevision.sandbox import RemoteSandbox, Sandbox, SandboxError
 from codevision.task import Task
 from codevision.testing.images import gradient_image
 from codevision.trajectory import Trajectory
@@ -37,6 +37,28 @@ OWN_TMP = (
     "            if line.split()[4].startswith('/tmp/')}\n"
     "own_tmp = sorted(set(os.listdir('/tmp')) - _install)\n"
 )
+
+
+class _RefusedSession:
+    async def __aenter__(self) -> None:
+        raise SandboxError("no session can start now")
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class RefusingSandbox:
+    """A sandbox that refuses sessions the test says it cannot start (too many images, or any after N)."""
+
+    def __init__(self, inner: Sandbox, *, max_images: int = 1 << 10, sessions: int = 1 << 10) -> None:
+        self.inner, self.max_images, self.sessions = inner, max_images, sessions
+
+    def session(self, images: object = (), **kwargs: object) -> object:
+        images = list(images)  # type: ignore[call-overload]
+        self.sessions -= 1
+        if len(images) > self.max_images or self.sessions < 0:
+            return _RefusedSession()
+        return self.inner.session(images=images, **kwargs)  # type: ignore[arg-type]
 
 
 def tool_call(code: str, image_index: int = 0) -> str:

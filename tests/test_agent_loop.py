@@ -19,7 +19,7 @@ from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
 from codevision.task import Task
 from codevision.trajectory import ImagePart, Trajectory
-from tests.conftest import gradient_image
+from tests.conftest import RefusingSandbox, gradient_image
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,54 @@ def test_a_crashed_session_is_replaced_and_the_model_is_told(sandbox: Sandbox) -
     assert crash.status == "crashed" and "restarted" in (crash.error or "")
     assert trajectory.turns[2].outcomes[0].stdout == "False (48, 64) 2\n"
     assert trajectory.stop_reason == "answered"
+
+
+CRASH_AFTER_A_TOOL_IMAGE = [
+    call("display(image.rotate(90, expand=True))"),
+    call("import os\nos._exit(1)"),
+    call("print(len(images), images[0].size)"),
+    "<answer>42</answer>",
+]
+
+
+def test_a_crash_whose_fresh_session_cannot_hold_every_image_continues_from_the_inputs(sandbox: Sandbox) -> None:
+    refusing = RefusingSandbox(sandbox, max_images=1)
+    trajectory = run_agent(
+        task_of(gradient_image()),
+        ScriptedPolicy(CRASH_AFTER_A_TOOL_IMAGE),
+        refusing,
+        get_protocol("codevision"),  # type: ignore[arg-type]
+    )
+    crash = trajectory.turns[1].outcomes[0]
+    assert crash.status == "crashed"
+    assert "could not start (SandboxError: no session can start now)" in (crash.error or "")
+    assert "only the 1 input images" in (crash.error or "")
+    assert trajectory.turns[2].outcomes[0].stdout == "1 (64, 48)\n"
+    assert trajectory.stop_reason == "answered" and trajectory.final_answer == "42"
+
+
+def test_a_crash_stays_the_models_when_no_fresh_session_can_start(sandbox: Sandbox) -> None:
+    """The crash is recorded as the model's; only the next call, which needs a session, fails as the sandbox's."""
+    refusing = RefusingSandbox(sandbox, sessions=1)
+    trajectory = run_agent(
+        task_of(gradient_image()),
+        ScriptedPolicy(CRASH_AFTER_A_TOOL_IMAGE),
+        refusing,
+        get_protocol("codevision"),  # type: ignore[arg-type]
+    )
+    crash = trajectory.turns[1].outcomes[0]
+    assert crash.status == "crashed" and "the next call tries again" in (crash.error or "")
+    assert "could not start yet" in trajectory.turns[1].observation[0].text
+    assert trajectory.stop_reason == "sandbox_error" and "no session can start now" in (trajectory.error or "")
+    assert len(trajectory.turns) == 3
+
+
+def test_a_crash_then_an_answer_needs_no_fresh_session(sandbox: Sandbox) -> None:
+    refusing = RefusingSandbox(sandbox, sessions=1)
+    replies = [call("import os\nos._exit(1)"), "<answer>42</answer>"]
+    trajectory = run_agent(task_of(gradient_image()), ScriptedPolicy(replies), refusing, get_protocol("codevision"))  # type: ignore[arg-type]
+    assert trajectory.turns[0].outcomes[0].status == "crashed"
+    assert trajectory.stop_reason == "answered" and trajectory.final_answer == "42"
 
 
 @pytest.mark.parametrize(

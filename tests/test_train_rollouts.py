@@ -11,10 +11,13 @@ from codevision.chat import ImageBudget
 from codevision.demo import SIGN
 from codevision.policies import ScriptedPolicy
 from codevision.protocols import get_protocol
+from codevision.rewards.base import session_crashes
 from codevision.rewards.spec import RewardSpec
 from codevision.sandbox import Sandbox
 from codevision.train.environment import EnvironmentUseError, environment_class
 from codevision.train.rollouts import episode, replies_of
+from tests.conftest import RefusingSandbox
+from tests.test_call_rules import call
 
 BUDGET = ImageBudget(28, 3136, 1003520)
 
@@ -79,6 +82,25 @@ def test_bad_calls_and_crashes_end_in_the_models_reply_not_the_run(sandbox: Sand
     assert environment.outcomes == [] and environment.calls == 0 and environment.tools.session is None
     trajectory = episode(environment, completion("<answer>x</answer>"), protocol)
     assert (trajectory.final_answer, trajectory.stop_reason) == ("x", "answered")
+
+
+def test_a_crash_with_no_fresh_session_is_the_models_and_the_next_call_the_sandboxs(sandbox: Sandbox) -> None:
+    """The crash stays a crash (no process credit), not an infrastructure failure that rewards excuse."""
+    protocol = get_protocol()
+    environment = environment_class(protocol, RefusingSandbox(sandbox, sessions=1), BUDGET)()
+    environment.reset(images=[SIGN.task().load_images()[0]], answers=["x"], task_id="t")
+    crashed = environment.code_image_tool(code="import os\nos._exit(3)")
+    assert "could not start yet" in " ".join(block.get("text", "") for block in crashed)
+    assert environment.tools.session is None and environment.trajectory.error is None
+    after = environment.code_image_tool(code="print(1)")
+    assert "could not run this call" in after[0]["text"]
+    assert [outcome.status for outcome in environment.outcomes] == ["crashed", "error"]
+    trajectory = episode(
+        environment,
+        completion(call({"code": "import os\nos._exit(3)"}), call({"code": "print(1)"}), "<answer>x</answer>"),
+        protocol,
+    )
+    assert session_crashes(trajectory) == 1 and trajectory.stop_reason == "sandbox_error"
 
 
 def test_a_protocol_without_tool_schemas_has_no_environment(sandbox: Sandbox) -> None:
@@ -202,7 +224,6 @@ def test_a_subclass_that_overrides_the_call_is_used(sandbox: Sandbox) -> None:
 
 def test_a_reply_takes_the_calls_trl_ran_and_rejected_calls_fail_as_in_evaluation(sandbox: Sandbox) -> None:
     """Two calls in one reply, then one with a bad index: evaluation under TRL rules and the reward step agree."""
-    from tests.test_call_rules import call
 
     protocol = get_protocol(calls="trl")
     task = SIGN.task()
@@ -234,7 +255,6 @@ def test_a_sandbox_service_outage_is_one_failed_call_and_the_next_call_runs_in_a
     from codevision.sandbox import RemoteSandbox
     from codevision.sandbox.service import SandboxServer
     from codevision.train.rollouts import RolloutReward
-    from tests.test_call_rules import call
 
     token = "t" * 32
     protocol = get_protocol()
@@ -274,7 +294,6 @@ def test_a_sandbox_service_outage_is_one_failed_call_and_the_next_call_runs_in_a
 def test_the_crop_protocol_trains_through_the_same_environment_without_a_session() -> None:
     """A DeepEyes-style baseline: the crop tool zooms in on the shown copy's pixels, no sandbox needed."""
     from codevision.protocols.crop import TOOL_NAME
-    from tests.test_call_rules import call
 
     protocol = get_protocol("crop")
     environment = environment_class(protocol, None, BUDGET)()

@@ -50,8 +50,9 @@ class EpisodeTools:
         """Open a session holding these trajectory images as its inputs, in order."""
         if self.sandbox is None:
             raise ValueError("this protocol runs code and needs a sandbox")
-        self.session = self.sandbox.session(images=[self.trajectory.image(i) for i in indices])
-        await self.session.__aenter__()
+        session = self.sandbox.session(images=[self.trajectory.image(i) for i in indices])
+        await session.__aenter__()
+        self.session = session
         self.lineage.start_session(indices)
 
     async def close_session(self) -> None:
@@ -68,7 +69,7 @@ class EpisodeTools:
             self.session = None
 
     async def execute(self, actions: list[Action], turn: int) -> list[ToolOutcome]:
-        """Run a turn's actions in order; a session the code killed is reopened with every image."""
+        """Run a turn's actions in order; a session the code killed is reopened (see :meth:`_reopen_after_crash`)."""
         outcomes = []
         for index, action in enumerate(actions):
             if action.kind == "rejected":
@@ -80,6 +81,10 @@ class EpisodeTools:
         return outcomes
 
     async def _run_code(self, index: int, action: Action, turn: int) -> ToolOutcome:
+        if self.session is None:
+            # No session yet (a trainer's first call) or none could be started after a crash: start one
+            # holding every image. Failing here is the sandbox's fault, not the model's: SandboxError.
+            await self.open_session(list(range(len(self.trajectory.images))))
         assert self.session is not None
         started = time.monotonic()
         result: RunResult = await self.session.arun(action.code or "", image_index=action.image_index)
@@ -87,10 +92,7 @@ class EpisodeTools:
         self.lineage.record_run(result, images)
         error = result.error
         if not result.session_alive:
-            # The model's code killed its session; continue in a fresh one that still knows every image.
-            await self.close_session()
-            await self.open_session(list(range(len(self.trajectory.images))))
-            error = f"{error}\n({SESSION_LOST}; `images` now holds every image of the trajectory in index order)"
+            error = f"{error}\n({await self._reopen_after_crash()})"
         return ToolOutcome(
             action=index,
             status=result.status,
@@ -103,6 +105,35 @@ class EpisodeTools:
             warnings=result.warnings,
             seconds=time.monotonic() - started,
         )
+
+    async def _reopen_after_crash(self) -> str:
+        """Continue after the model's code killed its session; what the model is told about the new one.
+
+        The crash is the model's and is recorded as such, whatever happens next: a fresh session that
+        cannot be started must not turn it into an infrastructure failure, which evaluation retries
+        and rewards excuse. A session that cannot hold every image (the code made thousands, or too
+        many pixels) starts from the inputs alone; one that cannot start at all is left to the next
+        call, whose failure is then the sandbox's.
+        """
+        await self.close_session()
+        everything = list(range(len(self.trajectory.images)))
+        inputs = [record.index for record in self.trajectory.images if record.origin == "input"]
+        try:
+            await self.open_session(everything)
+            return f"{SESSION_LOST}; `images` now holds every image of the trajectory in index order"
+        except SandboxError as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        if inputs != everything:
+            try:
+                await self.open_session(inputs)
+                return (
+                    f"{SESSION_LOST}; a session holding all {len(everything)} images could not start ({failure}), "
+                    f"so `images` now holds only the {len(inputs)} input images"
+                )
+            except SandboxError as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+        self.session = None
+        return f"{SESSION_LOST}; a fresh session could not start yet ({failure}); the next call tries again"
 
     def _run_crop(self, index: int, action: Action, turn: int) -> ToolOutcome:
         """Zoom into an image; absolute boxes are in the pixels of the copy the model was shown."""

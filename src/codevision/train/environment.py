@@ -117,20 +117,13 @@ class SandboxEnvironment:
             outcomes = [rejected_outcome(0, Action(kind="rejected", error=action, raw=raw))]
         else:
             try:
-                outcomes = asyncio.run(self._execute(action, turn))
+                outcomes = asyncio.run(self.tools.execute([action], turn))
             except SandboxError as exc:
                 outcomes = [self._infrastructure_failure(exc)]
             self.outcomes.append(outcomes[0])
         observation = self.protocol.render_observation(outcomes, [])
         chat = to_chat(observation, self.tools.model_images, tool_role=True)
         return [dict(part) for message in chat for part in message["content"]]
-
-    async def _execute(self, action: Action, turn: int) -> list[ToolOutcome]:
-        assert self.tools is not None
-        if self.tools.session is None and action.kind != "crop":
-            # Every image so far: the inputs on the first call, and after a failed session all of them.
-            await self.tools.open_session(list(range(len(self.tools.trajectory.images))))
-        return await self.tools.execute([action], turn)
 
     def _infrastructure_failure(self, exc: SandboxError) -> ToolOutcome:
         """The outcome of a call the sandbox could not run (a fork failed, the service is unreachable).
