@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -1954,10 +1955,23 @@ def test_fuzzed_result_frames_only_ever_crash_the_session(
 
 # ---------------------------------------------------------------------- text fields
 TEXT_BOMBS = {
-    "error": ("raise ValueError('E' * 30_000_000)", "error", "characters cut]"),
-    "traceback": ("def a(n):\n    return b(n)\ndef b(n):\n    return a(n)\na(0)", "error", "characters cut]"),
-    "error-type": ("raise type('X' * 20_000_000, (Exception,), {})()", "error_type", "characters cut]"),
-    "warnings": ("display.__self__.warnings.extend(['W' * 1_000_000] * 300)", "warnings", "more warnings cut]"),
+    # The count in the note is the session's (the whole error), not the host's second look at a cut one.
+    "error": ("raise ValueError('E' * 30_000_000)", "error", r"\n\[\.\.\. 299837\d\d characters cut\]$"),
+    "traceback": (
+        "def a(n):\n    return b(n)\ndef b(n):\n    return a(n)\na(0)",
+        "error",
+        r"\n\[\.\.\. \d{5,} characters cut\]$",
+    ),
+    "error-type": (
+        "raise type('X' * 20_000_000, (Exception,), {})()",
+        "error_type",
+        r"^X{200}\n\[\.\.\. 19999800 characters cut\]$",
+    ),
+    "warnings": (
+        "display.__self__.warnings.extend(['W' * 1_000_000] * 300)",
+        "warnings",
+        r"^(W{500}\n\[\.\.\. 999500 characters cut\]\n){64}\[\.\.\. 236 more warnings cut\]$",
+    ),
     "warnings-replaced": ("display.__self__.warnings = 'W' * 30_000_000", "warnings", "replaced by a str"),
 }
 
@@ -1968,8 +1982,8 @@ def test_every_text_field_of_a_result_is_capped_with_a_note(sb: Sandbox, program
         r = s.run(program)
         value = getattr(r, field)
         text = "\n".join(value) if isinstance(value, list) else value
-        assert text is not None and len(text) < 40_000, (field, len(text or ""))
-        assert note in text, text[-200:]
+        assert text is not None and len(text) < 70_000, (field, len(text or ""))
+        assert re.search(note, text), text[-200:]
         assert_serving(sb, s)
 
 

@@ -1,5 +1,7 @@
 """The frame reader against hostile bytes: whatever arrives, the reader returns a header or raises FrameError.
 
+The host also caps every text field of a result again; a field the session already capped keeps its note.
+
 A session's socket is reachable from model code, so every byte the host reads may be forged. These tests
 call the parser directly, below the sandbox, so they can try far more inputs than a session per example.
 """
@@ -17,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from codevision.sandbox import wire
+from codevision.sandbox.results import MAX_WARNING_CHARS, MAX_WARNINGS, NOTE_ROOM, cap_text, cap_warnings
 
 #: Pieces of JSON and of what breaks JSON parsers: brackets, quotes, escapes, huge and special numbers.
 TOKENS = st.sampled_from(
@@ -135,3 +138,21 @@ def test_the_deepest_legitimate_result_header_fits_the_depth_budget() -> None:
     header = {"type": "result", "ops": [{"name": "crop", "args": {"box": args}}]}
     limits = result_limits(1 << 16)
     assert wire.parse_header(wire.pack(header)[0][8:], limits) == header
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab\n[].", max_size=400), st.integers(min_value=1, max_value=300))
+def test_the_host_capping_a_capped_text_again_keeps_the_sessions_note(text: str, limit: int) -> None:
+    once = cap_text(text, limit)
+    assert cap_text(once, limit) == once and len(once) <= limit + NOTE_ROOM
+    if once != text:
+        assert once.endswith(f"\n[... {len(text) - limit} characters cut]")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(alphabet="w", max_size=MAX_WARNING_CHARS + 200), max_size=MAX_WARNINGS + 30))
+def test_capped_warnings_capped_again_keep_their_count(warnings: list[str]) -> None:
+    once = cap_warnings(warnings)
+    assert cap_warnings(once) == once and len(once) <= MAX_WARNINGS + 1
+    if len(warnings) > MAX_WARNINGS:
+        assert once[-1] == f"[... {len(warnings) - MAX_WARNINGS} more warnings cut]"

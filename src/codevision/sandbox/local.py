@@ -353,8 +353,8 @@ class Session(SessionAPI):
             self._kill_and_describe()
             reason = f"the session sent a malformed result and was killed: {type(exc).__name__}: {exc}"
             return self._dead_result("crashed", cap_text(reason, 1000), started)
-        cap = cfg.max_output_bytes + 200
-        result.stdout, result.stderr = result.stdout[:cap], result.stderr[:cap]
+        result.stdout = cap_text(result.stdout, cfg.max_output_bytes)
+        result.stderr = cap_text(result.stderr, cfg.max_output_bytes)
         result.duration = time.monotonic() - started
         return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,18 +28,31 @@ MAX_WARNINGS = 64
 MAX_WARNING_CHARS = 500
 
 
+#: Characters a cut text may hold beyond its limit: the note saying how much was cut.
+NOTE_ROOM = 64
+_MORE_WARNINGS = re.compile(r"\[\.\.\. [0-9]{1,19} more warnings cut\]")
+
+
 def cap_text(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, saying how much was cut."""
-    if len(text) <= limit:
+    """``text`` cut to ``limit`` characters, saying how much was cut.
+
+    A text within :data:`NOTE_ROOM` of the limit is kept whole, so the host checking a session's caps
+    again keeps the session's note (the length of the original) instead of counting its own note's cut.
+    """
+    if len(text) <= limit + NOTE_ROOM:
         return text
     return f"{text[:limit]}\n[... {len(text) - limit} characters cut]"
 
 
 def cap_warnings(warnings: list[str]) -> list[str]:
-    """At most :data:`MAX_WARNINGS` warnings of at most :data:`MAX_WARNING_CHARS` each, saying what was cut."""
+    """At most :data:`MAX_WARNINGS` warnings of at most :data:`MAX_WARNING_CHARS` each, saying what was cut;
+    like :func:`cap_text`, a list already capped (its closing note included) is kept as it is."""
     kept = [cap_text(warning, MAX_WARNING_CHARS) for warning in warnings[:MAX_WARNINGS]]
-    if len(warnings) > MAX_WARNINGS:
-        kept.append(f"[... {len(warnings) - MAX_WARNINGS} more warnings cut]")
+    rest = warnings[MAX_WARNINGS:]
+    if len(rest) == 1 and _MORE_WARNINGS.fullmatch(rest[0]):
+        kept.append(rest[0])
+    elif rest:
+        kept.append(f"[... {len(rest)} more warnings cut]")
     return kept
 
 
@@ -48,11 +62,12 @@ def result_limits(max_output_bytes: int) -> wire.HeaderLimits:
     Text is counted six times over: a non-ASCII character travels as ``\\uXXXX``.
     """
     text = (
-        2 * max_output_bytes
+        2 * (max_output_bytes + NOTE_ROOM)
         + MAX_ERROR_CHARS
         + MAX_ERROR_TYPE_CHARS
-        + (MAX_WARNINGS + 1) * (MAX_WARNING_CHARS + 40)
+        + (MAX_WARNINGS + 1) * MAX_WARNING_CHARS
         + MAX_TRACE_PROBLEMS * MAX_TRACE_PROBLEM_CHARS
+        + (4 + MAX_WARNINGS + 1 + MAX_TRACE_PROBLEMS) * NOTE_ROOM
     )
     return wire.HeaderLimits(
         max_bytes=MAX_OPS_PER_RUN * MAX_OP_BYTES + 6 * text + 65_536,
