@@ -176,3 +176,8 @@ def test_help_shows_examples(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert "codevision sandbox exec photo.jpg --exec" in done.stdout
     assert "--version" in run_cli("--help", cwd=tmp_path).stdout
+    evaluate = " ".join(run_cli("eval", "--help", cwd=tmp_path).stdout.split())
+    assert (
+        "Examples:" in evaluate and "codevision eval -m http://localhost:8000/v1 -b ocrbench:data/OCRBench" in evaluate
+    )
+    assert "Benchmarks (-b): ocrbench:PATH" in evaluate and "Scoring rules: anls, chartqa" in evaluate

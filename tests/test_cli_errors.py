@@ -131,6 +131,7 @@ BAD_INPUTS: dict[str, list[tuple[list[Any], str]]] = {
         (["eval", *SCRIPTED, "-b", "tasks:empty-tasks", "-o", "r"], "empty-tasks"),
         (["eval", *SCRIPTED, "-b", "synthetic:2", "-o", "r", "--transforms", "rotate_91x"], "rotate_91x"),
         ([*EVAL, "-o", "r", "--judge", dead_url], "--judge-model"),
+        ([*EVAL, "-o", "r", "--judge-model", "gpt-judge"], "--judge URL"),
         ([*EVAL, "-o", "r", "--resume", "--overwrite"], "--overwrite"),
         (["eval", "-b", "synthetic:2", "-o", "r"], "--model"),
         ([*EVAL, "-o", "r", "--tools", "nameless-tools.json"], "nameless-tools.json"),

@@ -10,6 +10,7 @@ from codevision.cli.prompts import tools_digest
 from codevision.eval.store import CONFIG_FILE
 from codevision.protocols import get_protocol
 from codevision.trajectory import Trajectory
+from tests.conftest import gradient_image
 from tests.test_cli import run_cli
 
 
@@ -61,6 +62,27 @@ def test_eval_runs_scores_reports_and_resumes(tmp_path: Path) -> None:
     assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 10
     changed = run_cli(*args[:-2], "--protocol", "codevision", "-o", "run", "--resume", cwd=tmp_path)
     assert changed.returncode == 2 and "different protocol" in " ".join(changed.stderr.split())
+
+
+def test_a_missing_image_fails_its_item_and_the_rest_of_the_benchmark_runs(tmp_path: Path) -> None:
+    folder = tmp_path / "OCRBench"
+    (folder / "OCRBench_Images").mkdir(parents=True)
+    gradient_image(32, 24).save(folder / "OCRBench_Images" / "there.png")
+    rows = [
+        {"dataset_name": "IIIT5K", "id": i, "image_path": name, "question": "Text?", "answers": ["x"], "type": "Text"}
+        for i, name in enumerate(["there.png", "lost.png", "there.png"])
+    ]
+    (folder / "OCRBench.json").write_text(json.dumps(rows))
+    (tmp_path / "replies.json").write_text(json.dumps(["<answer>x</answer>"]))
+    args = ["eval", "-m", "scripted:replies.json", "-b", f"ocrbench:{folder}", "--protocol", "direct"]
+    for flag, status in (([], "failed"), (["--skip-bad-items"], "skipped")):
+        done = run_cli(*args, *flag, "-o", status, cwd=tmp_path)
+        assert "Traceback" not in done.stdout + done.stderr
+        records = {r["key"]: r for r in map(json.loads, (tmp_path / status / "results.jsonl").read_text().splitlines())}
+        assert [records[f"IIIT5K-{i}@none"]["correct"] for i in (0, 2)] == [True, True]
+        lost = records["IIIT5K-1@none"]
+        assert (lost["status"], lost["stage"]) == (status, "input") and "lost.png does not exist" in lost["reason"]
+        assert done.returncode == (1 if status == "failed" else 0), done.stderr
 
 
 def test_eval_compare_prints_both_runs(tmp_path: Path) -> None:

@@ -378,6 +378,30 @@ def test_the_scoring_mode_is_stated_where_the_run_records_it(tmp_path: Path) -> 
     assert "scoring-mode" not in Page(plain["html"].read_text()).ids
 
 
+def test_anls_items_count_their_similarity_in_every_accuracy(tmp_path: Path) -> None:
+    """An ANLS item that earned 0.5 is half an item, in the report, per transform and in ``eval compare``."""
+    anls = {"source": "docvqa", "rule": "anls"}
+    lines = [
+        record("d0", score=0.5, **anls),
+        record("d1", score=1.0, **anls),
+        record("d0", "rotate_90", score=0.75, **anls),
+        record("d1", "rotate_90", correct=False, score=0.0, **anls),
+    ]
+    paths = write_report(run_folder(tmp_path / "run", lines))
+    report = json.loads(paths["json"].read_text())
+    assert report["accuracy"] == 56.25 and report["correct"] == 3 and report["partial_credit"] == 4
+    assert report["benchmarks"]["docvqa"]["accuracy"] == 56.25
+    assert {row["transform"]: (row["accuracy"], row["baseline"]) for row in report["robustness"]} == {
+        "none": (75.0, None),
+        "rotate_90": (37.5, 75.0),
+    }
+    assert "4 ANLS items count their similarity, not 1 per match" in paths["markdown"].read_text()
+    exact = run_folder(tmp_path / "exact", [record("d0", **anls), record("d1", **anls)])
+    assert compare(tmp_path / "run", exact)["rows"][0] == {
+        "group": "overall", "a": 75.0, "b": 100.0, "n_a": 2, "n_b": 2, "diff": 25.0
+    }  # fmt: skip
+
+
 def test_compare_uses_the_items_both_runs_hold(tmp_path: Path) -> None:
     a = run_folder(tmp_path / "a", [record(f"t{i}", correct=i < 2) for i in range(4)])  # t0..t3
     b = run_folder(tmp_path / "b", [record(f"t{i}", correct=True) for i in range(2, 6)])  # t2..t5

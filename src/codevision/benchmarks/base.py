@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import hashlib
 import io
 import json
@@ -372,10 +373,15 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+#: Whether the benchmark being read checks that image files exist (see :attr:`Benchmark.check_image_files`).
+_CHECK_IMAGE_FILES = contextvars.ContextVar("check_image_files", default=True)
+
+
 def check_image_file(row: Row, field: str, name: str, base_dir: Path) -> str:
-    """``name`` unchanged if it names an existing file (relative to ``base_dir``); an error otherwise."""
+    """``name`` unchanged if it names an existing file (relative to ``base_dir``); an error otherwise,
+    unless the benchmark leaves that to whoever reads the images."""
     path = Path(name) if Path(name).is_absolute() else base_dir / name
-    if not path.is_file():
+    if _CHECK_IMAGE_FILES.get() and not path.is_file():
         raise row.error(field, f"image file {path} does not exist; expected the image at that path")
     return name
 
@@ -393,6 +399,10 @@ class Benchmark(ABC):
     name: str = ""
     #: How error messages count records: "row" (from 0), or "line" (from 1) for line-based files.
     row_label: str = "row"
+    #: Whether a row naming an image file that does not exist is malformed. Evaluation turns this off:
+    #: it reads each item's images when the item runs and records a missing one as that item's failure
+    #: (or skip), so one lost file does not stop the benchmark.
+    check_image_files: bool = True
 
     def __init__(self, path: Path | None, *, base_dir: Path | None, source: str, on_error: OnError) -> None:
         if on_error not in ON_ERROR_CHOICES:
@@ -420,6 +430,7 @@ class Benchmark(ABC):
         self.skipped = []
         seen: dict[str, tuple[Path, int | str | None]] = {}
         for file, row, data in self._records():
+            checking = _CHECK_IMAGE_FILES.set(self.check_image_files)
             try:
                 task = self._build(file, row, data)
                 if task.id in seen:
@@ -438,6 +449,8 @@ class Benchmark(ABC):
                     raise
                 self.skipped.append(exc)
                 continue
+            finally:
+                _CHECK_IMAGE_FILES.reset(checking)
             seen[task.id] = (file, row)
             yield task
         if self.skipped:

@@ -53,9 +53,11 @@ build_app = typer.Typer(help="Build a benchmark variant as a task manifest.", no
 bench_app.add_typer(build_app, name="build")
 
 
-def _load(spec: str, limit: int | None) -> tuple[list, Path | None, str]:
+def _load(spec: str, limit: int | None, *, check_image_files: bool = True) -> tuple[list, Path | None, str]:
+    """The benchmark's tasks; ``check_image_files=False`` leaves a missing image to the item that reads it."""
     try:
         benchmark = load_benchmark(spec)
+        benchmark.check_image_files = check_image_files
         tasks = []
         for task in benchmark:
             tasks.append(task)
@@ -101,6 +103,15 @@ def _epilog() -> str:
 
     rules = sorted({rule.name for rule in RULES.values()})
     return (
+        "Examples:\n\n"
+        "  codevision eval -m http://localhost:8000/v1 -b ocrbench:data/OCRBench --transforms all-orientation "
+        "-o runs/ocr\n\n"
+        "  codevision eval -m http://localhost:8000/v1 -b synthetic:50 --protocol direct -o runs/direct --limit 20\n\n"
+        "  codevision eval --resume -m http://localhost:8000/v1 -b ocrbench:data/OCRBench -o runs/ocr\n\n"
+        "  codevision eval -m http://localhost:8000/v1 -b hrbench:data/HR-Bench --judge http://localhost:8001/v1 "
+        "-o runs/hr\n\n"
+        "  codevision eval -m ./Qwen3-VL-8B-Instruct -b vstar:data/vstar -o runs/q3\n\n"
+        "  codevision eval compare runs/direct runs/ocr\n\n"
         f"Benchmarks (-b): {', '.join(SPEC_FORMS)}.\n\n"
         f"Scoring rules: {', '.join(rules)}. Each benchmark is scored by its own rule; a generic row "
         "(jsonl:, parquet:, hf:) by its 'scoring' column, else exact-match. See docs/benchmarks.md."
@@ -169,17 +180,7 @@ def eval_command(
 ) -> None:
     """Run benchmarks through the agent and score them officially; results are written as items finish.
 
-    Examples:
-
-      codevision eval -m http://localhost:8000/v1 -b ocrbench:data/OCRBench --transforms all-orientation -o runs/ocr
-
-      codevision eval -m http://localhost:8000/v1 -b synthetic:50 --protocol direct -o runs/direct --limit 20
-
-      codevision eval --resume -m http://localhost:8000/v1 -b ocrbench:data/OCRBench -o runs/ocr
-
-      codevision eval -m http://localhost:8000/v1 --processor ./Qwen3-VL-8B-Instruct -b vstar:data/vstar -o runs/q3
-
-      codevision eval compare runs/direct runs/codevision
+    The examples are in the group's epilog (:func:`_epilog`): ``eval --help`` shows the group's help.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -187,6 +188,8 @@ def eval_command(
         raise typer.BadParameter("--model, --benchmark and --out are required (or use a subcommand: compare, report)")
     if resume and overwrite:
         raise typer.BadParameter("--resume continues the run in --out and --overwrite deletes it: choose one")
+    if judge_model and not judge:
+        raise typer.BadParameter("--judge-model names a model of the --judge server: give --judge URL too")
     store_exists = (out / "results.jsonl").exists()
     console = Console()
     prompt_text = read_system_prompt(system_prompt)
@@ -268,7 +271,8 @@ def eval_command(
     items = []
     chosen_transforms = _transforms(transforms)
     for spec in benchmark:
-        tasks, base_dir, _ = _load(spec, limit)
+        # A missing image fails (or, with --skip-bad-items, skips) its item when it runs, not the benchmark.
+        tasks, base_dir, _ = _load(spec, limit, check_image_files=False)
         items.extend(build_items(tasks, chosen_transforms, base_dir=base_dir, seed=seed))
     if resume:
         ensure_writable(out)

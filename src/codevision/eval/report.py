@@ -18,14 +18,16 @@ from typing import Any
 from codevision.eval.report_md import to_markdown
 from codevision.eval.report_tables import VIEWER_FILE, describe
 from codevision.eval.runner import NO_TRANSFORM
-from codevision.eval.store import ResultStore
+from codevision.eval.store import ResultStore, credit
+from codevision.scoring import PARTIAL_CREDIT_RULES
 
 Record = dict[str, Any]
 
 
 def _accuracy(records: list[Record]) -> float | None:
-    scored = [r for r in records if r.get("correct") is not None]
-    return round(100.0 * sum(1 for r in scored if r["correct"]) / len(scored), 2) if scored else None
+    """The mean credit of the scored items, in percent (see :func:`credit`)."""
+    credits = [c for c in map(credit, records) if c is not None]
+    return round(100.0 * sum(credits) / len(credits), 2) if credits else None
 
 
 def _provisional(records: list[Record]) -> int:
@@ -77,6 +79,7 @@ def build_report(records: Iterable[Record], config: dict[str, Any] | None = None
         "failed": [_item(r) for r in records if r["status"] == "failed"],
         "skipped": [_item(r) for r in records if r["status"] == "skipped"],
         "accuracy": _accuracy(done),
+        "partial_credit": sum(1 for r in done if r.get("rule") in PARTIAL_CREDIT_RULES),
         "provisional": _provisional(done),
         "scoring": _scoring(records, done, config),
     }

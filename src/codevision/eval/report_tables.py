@@ -110,9 +110,12 @@ def scoring_note(report: dict[str, Any]) -> str | None:
 
 def accuracy_line(report: dict[str, Any]) -> str:
     line = f"Accuracy: {fmt(report['accuracy'])}%"
+    kept = []
+    if report.get("partial_credit"):
+        kept.append(f"{report['partial_credit']} ANLS items count their similarity, not 1 per match")
     if report["provisional"]:
-        line += f" (includes {report['provisional']} provisional scores)"
-    return line
+        kept.append(f"includes {report['provisional']} provisional scores")
+    return line + (f" ({'; '.join(kept)})" if kept else "")
 
 
 def notes(report: dict[str, Any]) -> list[str]:

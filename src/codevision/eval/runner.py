@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from codevision.agent import Limits, arun_agent
-from codevision.eval.store import ResultStore, item_folder, item_key
+from codevision.eval.store import ResultStore, credit, item_folder, item_key
 from codevision.geometry import coverage, iou
 from codevision.lineage.views import shown_images, shown_ops
 from codevision.opnames import canonical
@@ -225,8 +225,8 @@ async def evaluate(
         if record is None or (retry_failed and (record["status"] == "failed" or rescorable(record))):
             todo.append(item)
     gate = asyncio.Semaphore(concurrency)
-    finished = [r for r in store.records.values() if r.get("correct") is not None]
-    correct = [sum(1 for r in finished if r["correct"]), len(finished)]
+    finished = [c for c in map(credit, store.records.values()) if c is not None]
+    correct = [sum(finished), len(finished)]
     columns = (
         TextColumn("[bold]eval"),
         BarColumn(),
@@ -265,13 +265,12 @@ async def evaluate(
                     item.release()
                 if record is None:
                     return
-                if previous is not None and previous.get("correct") is not None:
-                    correct[0] -= bool(previous["correct"])
-                    correct[1] -= 1
+                for line, sign in ((previous, -1), (record, 1)):
+                    earned = None if line is None else credit(line)
+                    if earned is not None:
+                        correct[0] += sign * earned
+                        correct[1] += sign
                 store.add(record)
-                if record["correct"] is not None:
-                    correct[0] += bool(record["correct"])
-                    correct[1] += 1
                 done = progress.tasks[bar].completed + 1
                 rate = done / max(time.monotonic() - started, 1e-9)
                 progress.update(bar, advance=1, accuracy=_accuracy(*correct), rate=f"{rate:.2f} items/s")
@@ -344,5 +343,5 @@ async def _score(scorer: Scorer, task: Task, trajectory: Trajectory) -> str | No
     return None
 
 
-def _accuracy(correct: int, total: int) -> str:
+def _accuracy(correct: float, total: int) -> str:
     return f"{100 * correct / total:.1f}% of {total}" if total else "–"

@@ -32,6 +32,17 @@ def item_folder(key: str) -> str:
     return safe if safe == key else f"{safe}-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 
 
+def credit(record: dict[str, Any]) -> float | None:
+    """What a result line adds to an accuracy: its score's value (ANLS pays its similarity, not 1 per match),
+    its verdict where a line has no valid value, ``None`` when the item was not scored."""
+    if record.get("correct") is None:
+        return None
+    value = record.get("score")
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+        return float(value)
+    return float(bool(record["correct"]))
+
+
 class ResultStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)

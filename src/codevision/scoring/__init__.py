@@ -38,6 +38,7 @@ from codevision.scoring.options import MODES, Mode, ScoringOptions
 from codevision.scoring.prompt_file import OfficialPrompts, PromptFileError, load_official_prompts
 from codevision.scoring.prompts import JUDGE_KINDS, JudgeKind
 from codevision.scoring.rules import (
+    PARTIAL_CREDIT_RULES,
     anls,
     chartqa,
     codevision,
@@ -62,6 +63,7 @@ __all__ = [
     "JUDGE_KINDS",
     "MODES",
     "OFFICIAL_RULES",
+    "PARTIAL_CREDIT_RULES",
     "RULES",
     "BenchmarkRule",
     "HRBenchReport",

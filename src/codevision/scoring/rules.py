@@ -325,6 +325,10 @@ def exact_match(prediction: object, references: References) -> Score:
     return Score.of(matched is not None, "exact-match", answer=answer, matched=matched)
 
 
+#: Rules whose score's value is partial credit: an accuracy over their items averages the values.
+PARTIAL_CREDIT_RULES = frozenset({"anls"})
+
+
 def anls(prediction: object, references: References, *, threshold: float = 0.5) -> Score:
     """ANLS on the answer span; see :func:`match_anls`."""
     return match_anls(final_answer(prediction), references, threshold=threshold)
