@@ -201,6 +201,34 @@ def test_oversized_body_is_rejected_before_it_is_read(server: SandboxServer) -> 
         connection.close()
 
 
+def test_session_uploads_held_at_once_are_bounded(sandbox: Sandbox) -> None:
+    """Each session request may be as large as a session's memory; many at once must not add up beyond
+    the server's upload budget: one that does not fit waits, then gets 503 without its body being read."""
+    with SandboxServer(sandbox, TOKEN, max_images=MAX_IMAGES, upload_wait=0.3) as srv:
+        parts = urlsplit(srv.url)
+        slow = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        slow.putrequest("POST", "/v1/sessions")
+        slow.putheader("Authorization", f"Bearer {TOKEN}")
+        slow.putheader("Content-Length", str(srv.max_session_bytes))
+        slow.endheaders()
+        slow.send(b"\0" * 4096)  # the server holds this request's budget while it waits for the rest
+        deadline = time.monotonic() + 5
+        while srv.uploads.held == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.uploads.held == srv.max_session_bytes
+        started = time.monotonic()
+        status, headers, data = raw(srv.url, "POST", "/v1/sessions", b"\0" * 16, AUTH)
+        assert status == 503 and "retry later" in error_of(data) and "Retry-After" in headers
+        assert time.monotonic() - started >= 0.25
+        slow.close()  # the half-sent request ends; its budget is released
+        deadline = time.monotonic() + 5
+        while srv.uploads.held and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.uploads.held == 0
+        with RemoteSandbox(srv.url, TOKEN, timeout=10.0) as client, client.session([gradient_image()]) as session:
+            assert session.run("print(image.size)").stdout == "(64, 48)\n"
+
+
 def test_client_sees_413_for_oversized_inputs(remote: RemoteSandbox) -> None:
     too_many_bytes = [gradient_image(300, 300, "RGBA") for _ in range(MAX_IMAGES + 1)]
     with pytest.raises(SandboxError, match="HTTP 413"):

@@ -29,20 +29,35 @@ def _stat(pid: str) -> tuple[int, float] | None:
     return parent, (utime + stime + cutime + cstime) / _TICKS
 
 
-def process_tree(root: int) -> dict[int, float]:
-    """``root`` and its live descendants, each with the CPU seconds it accounts for."""
-    table: dict[int, tuple[int, float]] = {}
+#: Every live process: its parent and the CPU seconds it accounts for.
+ProcessTable = dict[int, tuple[int, float]]
+
+
+def process_table() -> ProcessTable:
+    """One pass over /proc; read once per poll and shared by every session's tree."""
+    table: ProcessTable = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _stat(entry)
             if stat is not None:
                 table[int(entry)] = stat
+    return table
+
+
+def process_tree(root: int, table: ProcessTable | None = None) -> dict[int, float]:
+    """``root`` and its live descendants, each with the CPU seconds it accounts for (from ``table``, else
+    from a fresh read of /proc)."""
+    table = process_table() if table is None else table
     if root not in table:
         return {}
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
     found = {root: table[root][1]}
-    grew = True
-    while grew:
-        below = {pid: seconds for pid, (parent, seconds) in table.items() if parent in found and pid not in found}
-        found.update(below)
-        grew = bool(below)
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found[child] = table[child][1]
+                todo.append(child)
     return found

@@ -262,6 +262,10 @@ class _Handler(TrackedHandler):
         handler()
 
     def _read_body(self, limit: int, what: str, remedy: str) -> bytes:
+        return self._read(self._declared_length(limit, what, remedy), what)
+
+    def _declared_length(self, limit: int, what: str, remedy: str) -> int:
+        """The body's Content-Length, refused before anything is read when it is absent or above ``limit``."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             raise _HTTPError(HTTPStatus.LENGTH_REQUIRED, f"send {what} with a Content-Length, not chunked")
         declared = self.headers.get("Content-Length")
@@ -278,6 +282,9 @@ class _Handler(TrackedHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"{what} of {length} bytes is above this server's limit of {limit} bytes; {remedy}",
             )
+        return length
+
+    def _read(self, length: int, what: str) -> bytes:
         self._body_read = True
         try:
             body = self.rfile.read(length)
@@ -305,11 +312,17 @@ class _Handler(TrackedHandler):
     def _create_session(self) -> None:
         service = self.server.service
         config = service.sandbox.config
-        body = self._read_body(
+        length = self._declared_length(
             service.max_session_bytes,
             "a session request",
             f"send at most {service.max_images} images of at most max_input_pixels={config.max_input_pixels} each",
         )
+        with service.uploads.reserve(length):
+            self._open_session(self._read(length, "a session request"))
+
+    def _open_session(self, body: bytes) -> None:
+        service = self.server.service
+        config = service.sandbox.config
         try:
             header, buffers = wire.unpack(body, max_total=len(body))
         except wire.FrameError as exc:
@@ -380,12 +393,51 @@ class _Handler(TrackedHandler):
         self._send_json(HTTPStatus.OK, {"session_id": session_id, "closed": True})
 
 
+class _UploadBudget:
+    """Bytes of session requests held at once: each may be as large as a session's memory, and many
+    clients opening sessions together must not add up to more than the server can hold.
+
+    A request whose bytes do not fit waits for others to finish, for at most ``wait`` seconds, then is
+    answered 503 (busy, retry later) before its body is read.
+    """
+
+    def __init__(self, limit: int, wait: float) -> None:
+        self.limit = limit
+        self.wait = wait
+        self.held = 0
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, size: int) -> Iterator[None]:
+        deadline = time.monotonic() + self.wait
+        with self._changed:
+            while self.held and self.held + size > self.limit:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _HTTPError(
+                        HTTPStatus.SERVICE_UNAVAILABLE,
+                        f"{self.held} bytes of other session requests are being read (at most {self.limit} "
+                        f"at once); retry later, or send smaller images",
+                        {"Retry-After": _BUSY_RETRY_AFTER},
+                    )
+                self._changed.wait(remaining)
+            self.held += size
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+
+
 class SandboxServer:
     """Serves a started :class:`Sandbox` over HTTP from background threads.
 
     The server does not own the sandbox: closing it closes the sessions it opened and its
     connections, and leaves the sandbox to its owner. Sessions idle for ``idle_timeout``
-    seconds are closed, so clients that crash or lose the network do not leak them.
+    seconds are closed, so clients that crash or lose the network do not leak them. Session requests
+    being read at once hold at most ``max_upload_bytes`` (never less than one largest request,
+    :attr:`max_session_bytes`); one that does not fit waits ``upload_wait`` seconds, then gets 503.
 
     >>> with Sandbox() as sandbox, SandboxServer(sandbox, token) as server:
     ...     RemoteSandbox(server.url, token).status()
@@ -401,6 +453,8 @@ class SandboxServer:
         idle_timeout: float = 600.0,
         max_images: int = 16,
         keepalive_timeout: float = 120.0,
+        max_upload_bytes: int | None = None,
+        upload_wait: float = 30.0,
     ) -> None:
         if not idle_timeout > 0:
             raise ValueError(f"idle_timeout must be positive, not {idle_timeout!r}")
@@ -410,6 +464,8 @@ class SandboxServer:
         self.idle_timeout = float(idle_timeout)
         self.max_images = max_images
         self.keepalive_timeout = keepalive_timeout
+        # One largest request always fits, so a limit below it would refuse what max_session_bytes allows.
+        self.uploads = _UploadBudget(max(max_upload_bytes or 0, self.max_session_bytes), upload_wait)
         self._expected_auth = f"Bearer {check_token(token)}".encode()
         self._sessions: dict[str, _Entry] = {}
         self._tombstones: OrderedDict[str, str] = OrderedDict()

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
-from codevision.sandbox.accounting import process_tree
+from codevision.sandbox.accounting import ProcessTable, process_table, process_tree
 
 CONTROL_MESSAGE_BYTES = 1 << 20
 #: How often the CPU time of every live session is held against its budget.
@@ -210,13 +210,15 @@ class ForkServer:
         self.checked = time.monotonic()
         budget = self.confiner.config.session_cpu_seconds
         cgroups = self.confiner.cgroups
+        table: ProcessTable | None = None  # /proc is read at most once per poll, whatever the number of sessions
         for pid, slot in list(self.live.items()):
             if pid in self.spent:
                 continue
             used = cgroups.cpu_seconds(slot) if cgroups is not None else None
             tree = None
             if used is None:
-                tree = process_tree(pid)
+                table = process_table() if table is None else table
+                tree = process_tree(pid, table)
                 used = sum(tree.values())
             if used < budget:
                 continue
