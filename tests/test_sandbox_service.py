@@ -234,8 +234,11 @@ def test_client_sees_413_for_oversized_inputs(remote: RemoteSandbox) -> None:
     with pytest.raises(SandboxError, match="HTTP 413"):
         remote.session(images=too_many_bytes).open()
     too_many_pixels = gradient_image(400, 300)
-    with pytest.raises(SandboxError, match="max_input_pixels") as excinfo:
+    with pytest.raises(ValueError, match="max_input_pixels=100000"):  # the client knows the server's limit
         remote.session(images=[too_many_pixels]).open()
+    with RemoteSandbox(remote.url, TOKEN, max_input_pixels=10**9) as lax:  # the server checks it anyway
+        with pytest.raises(SandboxError, match="max_input_pixels") as excinfo:
+            lax.session(images=[too_many_pixels]).open()
     assert "HTTP 413" in str(excinfo.value)
     # The connection pool recovers from the connections the server closed.
     assert remote.health() == {"ok": True}
@@ -447,11 +450,14 @@ def test_declared_sizes_are_checked_before_anything_is_decoded(
     )  # fmt: skip
     assert status == 413 and "max_input_pixels" in error_of(reply)
     assert decoded == []
-    # The client refuses a PNG bomb from its header, before decoding or sending it.
+    # The client refuses a PNG bomb from its header, before decoding or sending it, by the server's limit.
     bomb = png_claiming(9_000, 9_000)  # under PIL's own bomb warning, far above the server's budget
     opened = server.status()["remote_sessions"]
-    with pytest.raises(ValueError, match="max_input_pixels"):
-        RemoteSandbox(server.url, TOKEN, max_input_pixels=MAX_INPUT_PIXELS).session(images=[bomb]).open()
+    with RemoteSandbox(server.url, TOKEN) as client:
+        assert client.max_input_pixels == MAX_INPUT_PIXELS
+        with pytest.raises(ValueError, match="max_input_pixels=100000"):
+            client.session(images=[bomb]).open()
+    assert RemoteSandbox(server.url, TOKEN, max_input_pixels=5).max_input_pixels == 5
     assert server.status()["remote_sessions"] == opened
     # A session request can never be larger than a session's memory could hold.
     assert server.max_session_bytes <= server.sandbox.config.memory_mb * 2**20 + 2**17

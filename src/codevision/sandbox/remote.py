@@ -158,7 +158,9 @@ class RemoteSandbox:
     cannot execute anything twice. Keep-alive connections are pooled and shared by threads.
     Errors: :class:`SandboxBusy` (HTTP 503), :class:`SessionDeadError` (410), otherwise
     :class:`SandboxError` carrying the server's message. Input images above ``max_input_pixels``
-    are refused before they are decoded or sent.
+    are refused before they are decoded or sent; by default that is the server's limit, asked once
+    (``/v1/status``), so an image the server would refuse is never decoded or uploaded, and one it
+    accepts is never refused here.
     """
 
     def __init__(
@@ -169,7 +171,7 @@ class RemoteSandbox:
         timeout: float = 30.0,
         retries: int = 3,
         max_workers: int = 64,
-        max_input_pixels: int = SandboxConfig.model_fields["max_input_pixels"].default,
+        max_input_pixels: int | None = None,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -179,7 +181,7 @@ class RemoteSandbox:
         self.url = url.rstrip("/")
         self.timeout = float(timeout)
         self.retries = retries
-        self.max_input_pixels = max_input_pixels
+        self._max_input_pixels = max_input_pixels
         self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path.rstrip("/")
         self._connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         self._auth = f"Bearer {check_token(token)}"
@@ -190,6 +192,16 @@ class RemoteSandbox:
         self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="codevision-remote")
 
     # ------------------------------------------------------------------ public API
+    @property
+    def max_input_pixels(self) -> int:
+        """The most pixels an input may have: as given, else the server's (from its status, asked once)."""
+        if self._max_input_pixels is None:
+            stated = (self.status().get("inputs") or {}).get("max_input_pixels")
+            valid = isinstance(stated, int) and not isinstance(stated, bool) and stated > 0
+            # A server that does not say (an older one) checks its own limit; the default is the usual one.
+            self._max_input_pixels = stated if valid else SandboxConfig.model_fields["max_input_pixels"].default
+        return self._max_input_pixels
+
     def session(self, images: Iterable[Any] = (), *, timeout: float | None = None) -> RemoteSession:
         """A new session over ``images`` (PIL images or arrays); opened by ``with``/``async with``."""
         return RemoteSession(self, list(images), timeout)

@@ -534,7 +534,8 @@ class SandboxServer:
     def status(self) -> dict[str, Any]:
         with self._lock:
             remote = len(self._sessions)
-        return {**self.sandbox.status(), "remote_sessions": remote, "idle_timeout": self.idle_timeout}
+        inputs = {"max_input_pixels": self.sandbox.config.max_input_pixels, "max_images": self.max_images}
+        return {**self.sandbox.status(), "remote_sessions": remote, "idle_timeout": self.idle_timeout, "inputs": inputs}
 
     def open_session(self, images: list[Image.Image], timeout: float | None) -> str:
         session = self.sandbox.session(images, timeout=timeout).open()
