@@ -156,3 +156,17 @@ def test_capped_warnings_capped_again_keep_their_count(warnings: list[str]) -> N
     assert cap_warnings(once) == once and len(once) <= MAX_WARNINGS + 1
     if len(warnings) > MAX_WARNINGS:
         assert once[-1] == f"[... {len(warnings) - MAX_WARNINGS} more warnings cut]"
+
+
+def test_a_buffer_its_header_does_not_describe_is_refused_before_it_is_allocated() -> None:
+    """A 2 GiB buffer announced for a 4x4 image: refused from the buffer table, nothing of it read."""
+    header = b'{"images":[{"mode":"L","size":[4,4]}]}'
+    host, session = socket.socketpair()
+    with host, session:
+        session.sendall(struct.pack("<II", len(header), 1) + header + struct.pack("<Q", 2 << 30))
+        with pytest.raises(wire.FrameError, match=r"4x4 \(16 bytes\) but its buffer holds 2147483648"):
+            wire.recv_frame(host, deadline=None, max_total=1 << 34)
+        unlisted = b'{"type":"result"}'
+        session.sendall(struct.pack("<II", len(unlisted), 1) + unlisted + struct.pack("<Q", 16))
+        with pytest.raises(wire.FrameError, match="1 buffers but its header describes 0 images"):
+            wire.recv_frame(host, deadline=None)

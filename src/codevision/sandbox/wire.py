@@ -1,7 +1,8 @@
 """Framing of messages between the sandbox host, its session processes and remote clients.
 
-A frame is a JSON header plus raw binary buffers (image pixels), so images cross every
-boundary as raw pixels and never through an encode/decode round trip. The reading side
+A frame is a JSON header plus raw binary buffers, one per entry of the header's ``images``
+(the pixels of the image it describes), so images cross every boundary as raw pixels and never
+through an encode/decode round trip. The reading side
 treats the peer as hostile: sizes are bounded before anything is allocated and a
 malformed frame raises :class:`FrameError` instead of crashing or hanging the reader.
 """
@@ -257,17 +258,36 @@ def parse_header(body: bytes | bytearray | memoryview, limits: HeaderLimits = SM
     return header
 
 
+def _check_buffers(header: dict[str, Any], lengths: list[int]) -> None:
+    """Every buffer of a frame is the pixels of the image its header's ``images`` entry describes: a
+    buffer of any other length is refused before it is allocated."""
+    if not lengths:
+        return
+    images = header.get("images")
+    if not isinstance(images, list) or len(images) != len(lengths):
+        described = len(images) if isinstance(images, list) else 0
+        raise FrameError(f"frame carries {len(lengths)} buffers but its header describes {described} images")
+    for index, (meta, length) in enumerate(zip(images, lengths, strict=True)):
+        mode, width, height = image_layout(meta)
+        if length != raw_size(mode, width, height):
+            raise FrameError(
+                f"field 'images[{index}]' describes a {mode} image of {width}x{height} "
+                f"({raw_size(mode, width, height)} bytes) but its buffer holds {length}"
+            )
+
+
 def recv_frame(
     sock: socket.socket, *, deadline: float | None = None, max_total: int = 1 << 34, limits: HeaderLimits = SMALL
 ) -> tuple[dict[str, Any], list[bytearray]]:
-    """Read one frame; ``max_total`` bounds header plus buffers and ``limits`` the header, before anything is
-    allocated or parsed."""
+    """Read one frame; ``max_total`` bounds header plus buffers, ``limits`` the header, and the header's
+    image metadata each buffer, before anything is allocated or parsed."""
     reader = _Reader(sock, deadline)
     header_len, n_buffers = parse_prefix(reader.exact(_PREFIX.size), max_total, limits)
     header = parse_header(reader.exact(header_len), limits)
     lengths = [_LENGTH.unpack_from(reader.exact(_LENGTH.size))[0] for _ in range(n_buffers)]
     if header_len + sum(lengths) > max_total:
         raise FrameError(f"frame of {header_len + sum(lengths)} bytes exceeds the limit of {max_total}")
+    _check_buffers(header, lengths)
     return header, [reader.exact(length) for length in lengths]
 
 
@@ -288,6 +308,7 @@ def unpack(
             raise FrameError("frame is truncated in its buffer table")
         lengths.append(_LENGTH.unpack_from(view, offset)[0])
         offset += _LENGTH.size
+    _check_buffers(header, lengths)
     buffers = []
     for length in lengths:
         if offset + length > len(view):
