@@ -402,6 +402,23 @@ def test_anls_items_count_their_similarity_in_every_accuracy(tmp_path: Path) -> 
     }  # fmt: skip
 
 
+def test_hrbench_is_reported_as_released_next_to_the_plain_accuracy(tmp_path: Path) -> None:
+    """Four option rotations of unequal size: the release's mean over rotations is not the mean over rows."""
+    lines = []
+    for cycle, (rows, right) in enumerate([(4, 4), (4, 2), (2, 0), (2, 2)]):
+        for i in range(rows):
+            category = "single" if i % 2 == 0 else "cross"
+            meta = {"cycle_category": cycle, "category": category}
+            lines.append(record(f"h{cycle}-{i}", correct=i < right, source="hrbench", rule="hrbench", metadata=meta))
+    paths = write_report(run_folder(tmp_path / "run", lines))
+    (row,) = json.loads(paths["json"].read_text())["hrbench"]
+    assert (row["n"], row["cycles"], row["even_cycles"], row["accuracy"]) == (12, 4, False, 66.67)
+    assert row["cycle_average"] == {"all": 62.5, "single": 62.5, "cross": 62.5}
+    page = Page(paths["html"].read_text())
+    assert page.rows("hrbench") == [["none", "12", "4", "62.50", "62.50", "62.50", "66.67"]]
+    assert "Rotations of unequal size under none" in paths["markdown"].read_text()
+
+
 def test_compare_uses_the_items_both_runs_hold(tmp_path: Path) -> None:
     a = run_folder(tmp_path / "a", [record(f"t{i}", correct=i < 2) for i in range(4)])  # t0..t3
     b = run_folder(tmp_path / "b", [record(f"t{i}", correct=True) for i in range(2, 6)])  # t2..t5

@@ -10,7 +10,7 @@ a judge are counted as provisional wherever an accuracy includes them.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from codevision.eval.report_md import to_markdown
 from codevision.eval.report_tables import VIEWER_FILE, describe
 from codevision.eval.runner import NO_TRANSFORM
 from codevision.eval.store import ResultStore, credit
-from codevision.scoring import PARTIAL_CREDIT_RULES
+from codevision.scoring import PARTIAL_CREDIT_RULES, hrbench_accuracy
 
 Record = dict[str, Any]
 
@@ -89,6 +89,7 @@ def build_report(records: Iterable[Record], config: dict[str, Any] | None = None
     report["benchmarks"] = {s: _group(rs) for s, rs in sorted(by_source.items())}
     report["robustness"] = _robustness(done)
     report["benchmark_transforms"] = _benchmark_transforms(done)
+    report["hrbench"] = _hrbench(done)
     report["tool_use"] = _tool_use(done)
     report["faithfulness"] = _faithfulness(done)
     report["rewards"] = _rewards(done, config)
@@ -181,6 +182,38 @@ def _benchmark_transforms(done: list[Record]) -> list[dict[str, Any]]:
         {"benchmark": source, "transform": transform, **_group(cells[(source, transform)])}
         for source, transform in ordered
     ]
+
+
+def _hrbench(done: list[Record]) -> list[dict[str, Any]]:
+    """HR-Bench as its release reports it, per transform: the accuracy of each option rotation
+    (``cycle_category``) averaged over the rotations, for each category and all, next to the plain mean.
+
+    The plain accuracy weighs a rotation by its rows; the release weighs every rotation alike. The
+    two differ when a run holds rotations of unequal size (``--limit``, failed items), which is said.
+    """
+    by_transform: dict[str, list[Record]] = defaultdict(list)
+    for r in done:
+        metadata = r.get("metadata") or {}
+        if r.get("source") == "hrbench" and "cycle_category" in metadata and credit(r) is not None:
+            by_transform[r["transform"]].append(r)
+    rows = []
+    for transform in sorted(by_transform, key=_transform_order):
+        rs = by_transform[transform]
+        released = hrbench_accuracy(
+            (r["metadata"]["cycle_category"], r["metadata"].get("category", "unknown"), credit(r)) for r in rs
+        )
+        sizes = Counter(str(r["metadata"]["cycle_category"]) for r in rs)
+        rows.append(
+            {
+                "transform": transform,
+                "n": len(rs),
+                "cycles": len(released.per_cycle),
+                "even_cycles": len(set(sizes.values())) == 1,
+                "accuracy": _accuracy(rs),
+                "cycle_average": {category: round(100.0 * value, 2) for category, value in released.average.items()},
+            }
+        )
+    return rows
 
 
 def _tool_use(done: list[Record]) -> dict[str, Any]:

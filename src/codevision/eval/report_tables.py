@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from codevision.scoring import ALL
 from codevision.trajectory import TRAJECTORY_FILE
 
 
@@ -146,6 +147,7 @@ def tables(report: dict[str, Any]) -> list[Table]:
         _benchmarks(report),
         _robustness(report),
         _benchmark_transforms(report),
+        _hrbench(report),
         _turns(report),
         _facts("tool_use", "Tool use", report["tool_use"]),
         _facts("faithfulness", "Faithfulness (crops against the target boxes, from geometry)", report["faithfulness"]),
@@ -258,6 +260,29 @@ def _benchmark_transforms(report: dict[str, Any]) -> Table:
     table.notes.append("accuracy (%) and n per cell.")
     if report["provisional"]:
         table.notes.append(PROVISIONAL_NOTE)
+    return table
+
+
+def _hrbench(report: dict[str, Any]) -> Table | None:
+    entries = report.get("hrbench") or []
+    if not entries:
+        return None
+    categories = [*sorted({c for e in entries for c in e["cycle_average"] if c != ALL}), ALL]
+    rows: list[list[Cell]] = [
+        [e["transform"], e["n"], e["cycles"], *(e["cycle_average"].get(c) for c in categories), e["accuracy"]]
+        for e in entries
+    ]
+    columns = ["transform", "n", "cycles", *(f"{c} (cycle average)" for c in categories), "plain accuracy"]
+    table = Table("hrbench", "HR-Bench as released: the accuracy of each option rotation, averaged", columns, rows)
+    table.notes.append(
+        "HR-Bench asks each question four times with its options rotated (cycle_category 0-3) and reports the "
+        "mean of the four rotations' accuracies; the plain accuracy is the mean over all rows."
+    )
+    uneven = [e["transform"] for e in entries if not e["even_cycles"]]
+    if uneven:
+        table.notes.append(
+            f"Rotations of unequal size under {', '.join(uneven)} (a --limit, or failed items): the two differ."
+        )
     return table
 
 
