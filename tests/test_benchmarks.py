@@ -886,6 +886,7 @@ def test_every_judge_and_extractor_call_gets_the_items_question(tmp_path: Path) 
     from codevision.policies.fake_server import FakeOpenAIServer
     from codevision.rewards import RewardSpec
     from codevision.scoring import LLMJudge
+    from codevision.scoring.prompts import EXTRACTION_TEMPLATE, SYSTEM, VERDICT_TEMPLATES
     from codevision.trajectory import Trajectory, Turn
 
     vstar = next(iter(VStar(vstar_layout(tmp_path / "v"))))
@@ -895,23 +896,40 @@ def test_every_judge_and_extractor_call_gets_the_items_question(tmp_path: Path) 
     verl_path = tmp_path / "rl.parquet"
     pq.write_table(pa.Table.from_pylist(verl_rows()[:1]), verl_path)
     codevision_row = next(iter(load_benchmark(f"verl:{verl_path}", cache_dir=tmp_path / "cache")))
-    cases = [
-        (vstar, "What is the color of the glove?", True),
-        (hrbench, hrbench.metadata["raw_question"], True),
-        (mathvista, real["1"]["question"], False),
-        (codevision_row, "What is written on sign 0?", False),
-    ]
-    for task, question, lists_options in cases:
-        trajectory = Trajectory(task_id=task.id, protocol="codevision", final_answer="something unclear")
-        trajectory.turns = [Turn(index=0, text="<answer>something unclear</answer>", answer="something unclear")]
+    response = "something unclear"
+    choose = VERDICT_TEMPLATES["multiple-choice"]
+    # What each benchmark must put into its judge's prompt, written out: the item's question as the
+    # benchmark states it, its options, the reference; MathVista's extractor gets the question with its
+    # answer-format hint.
+    expected = {
+        "vstar": choose.format(
+            question="What is the color of the glove?",
+            options="A. blue\nB. red\nC. black\nD. white",
+            reference="D. white",
+            response=response,
+        ),
+        "hrbench_4k": choose.format(
+            question='What does the "sign"\tsay?\nLook closely.',
+            options="A. STOP\nB. GO\nC. SLOW\nD. WAIT",
+            reference="A. STOP",
+            response=response,
+        ),
+        "mathvista": EXTRACTION_TEMPLATE.format(
+            question=real["1"]["question"] + "\nAnswer with a decimal number with 1 decimal place(s).",
+            response=response,
+        ),
+        "mvtoolbench": VERDICT_TEMPLATES["general"].format(
+            question="What is written on sign 0?", reference="SIGN 0", response=response
+        ),
+    }
+    for task in (vstar, hrbench, mathvista, codevision_row):
+        trajectory = Trajectory(task_id=task.id, protocol="codevision", final_answer=response)
+        trajectory.turns = [Turn(index=0, text=f"<answer>{response}</answer>", answer=response)]
         with FakeOpenAIServer(lambda body: "0", model="judge") as server:
             judge = LLMJudge(server.url, "judge", backoff=0.01)
             asyncio.run(make_scorer(judge)(task, trajectory))
             asyncio.run(RewardSpec().acompute(task, trajectory, judge=judge))
-            prompts = [str(request.body["messages"][-1]["content"]) for request in server.requests]
-        assert len(prompts) == 2, (task.source, prompts)
-        for prompt in prompts:
-            assert "(not given)" not in prompt, (task.source, prompt)
-            assert question in prompt, (task.source, question, prompt)
-            if lists_options:
-                assert all(option in prompt for option in task.metadata["choices"]), (task.source, prompt)
+            conversations = [request.body["messages"] for request in server.requests]
+        # Once from evaluation's scorer, once from the reward: the same prompt, in full.
+        message = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": expected[task.source]}]
+        assert conversations == [message, message], (task.source, conversations)
