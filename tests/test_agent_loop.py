@@ -109,14 +109,14 @@ CRASH_AFTER_A_TOOL_IMAGE = [
 ]
 
 
+def crash_in(refusing: RefusingSandbox) -> Trajectory:
+    """The episode of a model that makes an image, crashes its session, then needs a session again."""
+    policy = ScriptedPolicy(CRASH_AFTER_A_TOOL_IMAGE)
+    return run_agent(task_of(gradient_image()), policy, refusing, get_protocol("codevision"))  # type: ignore[arg-type]
+
+
 def test_a_crash_whose_fresh_session_cannot_hold_every_image_continues_from_the_inputs(sandbox: Sandbox) -> None:
-    refusing = RefusingSandbox(sandbox, max_images=1)
-    trajectory = run_agent(
-        task_of(gradient_image()),
-        ScriptedPolicy(CRASH_AFTER_A_TOOL_IMAGE),
-        refusing,
-        get_protocol("codevision"),  # type: ignore[arg-type]
-    )
+    trajectory = crash_in(RefusingSandbox(sandbox, max_images=1))
     crash = trajectory.turns[1].outcomes[0]
     assert crash.status == "crashed"
     assert "could not start (SandboxError: no session can start now)" in (crash.error or "")
@@ -127,13 +127,7 @@ def test_a_crash_whose_fresh_session_cannot_hold_every_image_continues_from_the_
 
 def test_a_crash_stays_the_models_when_no_fresh_session_can_start(sandbox: Sandbox) -> None:
     """The crash is recorded as the model's; only the next call, which needs a session, fails as the sandbox's."""
-    refusing = RefusingSandbox(sandbox, sessions=1)
-    trajectory = run_agent(
-        task_of(gradient_image()),
-        ScriptedPolicy(CRASH_AFTER_A_TOOL_IMAGE),
-        refusing,
-        get_protocol("codevision"),  # type: ignore[arg-type]
-    )
+    trajectory = crash_in(RefusingSandbox(sandbox, sessions=1))
     crash = trajectory.turns[1].outcomes[0]
     assert crash.status == "crashed" and "the next call tries again" in (crash.error or "")
     assert "could not start yet" in trajectory.turns[1].observation[0].text
