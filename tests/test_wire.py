@@ -8,6 +8,7 @@ call the parser directly, below the sandbox, so they can try far more inputs tha
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import subprocess
@@ -170,3 +171,35 @@ def test_a_buffer_its_header_does_not_describe_is_refused_before_it_is_allocated
         session.sendall(struct.pack("<II", len(unlisted), 1) + unlisted + struct.pack("<Q", 16))
         with pytest.raises(wire.FrameError, match="1 buffers but its header describes 0 images"):
             wire.recv_frame(host, deadline=None)
+
+
+def structure_of(text: str) -> bytes:
+    """The brackets and commas of JSON text outside its strings, read one character at a time."""
+    out, inside, escaped = [], False, False
+    for char in text:
+        if inside:
+            inside, escaped = (escaped or char != '"'), (not escaped and char == "\\")
+        elif char == '"':
+            inside = True
+        elif char in "[]{},":
+            out.append(char)
+    return "".join(out).encode()
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**30), 10**30) | st.text(alphabet='ab[]{},:"\\\n é'),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet='k[]"\\,'), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON)
+def test_the_structure_outside_strings_is_what_a_json_reader_sees(value: object) -> None:
+    """Brackets, commas, quotes and backslashes inside strings never count as structure, escaped or not."""
+    text = json.dumps({"v": value})
+    structure = wire._structure(text.encode("ascii"))
+    assert structure is not None
+    brackets = bytes(b for b in structure.tobytes() if b in b"[]{},")
+    assert brackets == structure_of(text)
+    assert wire.parse_header(text.encode("ascii"), wire.HeaderLimits(max_bytes=1 << 20, max_depth=64)) == {"v": value}
