@@ -136,6 +136,48 @@ def test_the_sweep_reports_what_it_did_and_pays_nothing(sandbox: Sandbox) -> Non
     assert r.details["spurious_ops"] == ["rotate_90"] * 4 and r.breakdown["spurious"] == pytest.approx(-2.0)
 
 
+TURN_BACK = "display(image.rotate(270, expand=True))"
+FIGURE = "import matplotlib.pyplot as plt\nplt.imshow(image.rotate(270, expand=True))\nplt.show()"
+
+
+@pytest.mark.slow
+def test_hedging_between_orientations_never_pays(sandbox: Sandbox) -> None:
+    # One call shows the right and a wrong orientation; the order is chosen before either is seen,
+    # so a hedge is worth the mean of its two orders.
+    t = task(["rotate_90"], bbox=None)
+    no_tools, honest = total(sandbox, t), total(sandbox, t, TURN)
+    for wrong in (TURN_BACK, FIGURE):
+        right_last, wrong_last = total(sandbox, t, f"{wrong}\n{TURN}"), total(sandbox, t, f"{TURN}\n{wrong}")
+        assert (right_last + wrong_last) / 2 <= no_tools < right_last < honest, wrong
+    r = codevision_reward(t, play(sandbox, t, f"{TURN}\n{FIGURE}"))
+    assert r.details["orientation_view"] == r.details["unverified"][0]["image"] and r.details["credited"] == []
+    # Each expected op on an image of its own: neither shows the expected view.
+    both = task(["flip_h", "rotate_270"], bbox=None)
+    apart = "display(ImageOps.mirror(image))\ndisplay(image.rotate(270, expand=True))"
+    separately = codevision_reward(both, play(sandbox, both, apart))
+    assert separately.details["credited"] == ["rotate_270"] and separately.breakdown["exact"] == 0.0
+    assert (
+        separately.total
+        <= total(sandbox, both)
+        < total(sandbox, both, "display(ImageOps.mirror(image).rotate(270, expand=True))")
+    )
+
+
+def test_a_correction_in_a_later_call_is_credited_less_the_wrong_attempt(sandbox: Sandbox) -> None:
+    t = task(["rotate_90"], bbox=None)
+    r = codevision_reward(t, play(sandbox, t, TURN_BACK, TURN))
+    assert r.breakdown["mandatory"] == 1.0 and r.details["spurious_ops"] == ["rotate_270"]
+    assert r.breakdown["exact"] == 0.0 and total(sandbox, t) < r.total < total(sandbox, t, TURN)
+
+
+def test_exact_needs_the_expected_crop_to_hit_its_target(sandbox: Sandbox) -> None:
+    t = task(["crop"])
+    quadrants = "for x in (0, 160):\n    for y in (0, 120):\n        display(image.crop((x, y, x + 160, y + 120)))"
+    r = codevision_reward(t, play(sandbox, t, quadrants))
+    assert r.details["crop_credit"] == 0.0 and r.breakdown["exact"] == 0.0
+    assert r.total <= total(sandbox, t)
+
+
 def test_showing_a_grid_of_crops_costs_more_than_it_earns(sandbox: Sandbox, baselines: dict[str, float]) -> None:
     grid = "r = image.rotate(90, expand=True)\nfor y in range(0, 320, 80):\n    for x in range(0, 240, 60):\n"
     grid += "        display(r.crop((x, y, x + 60, y + 80)))"

@@ -8,16 +8,17 @@ every rotation, or thousands of crops, and show none of them. Here every process
 lineage of the images returned to the model (:mod:`codevision.lineage`), and only images whose
 lineage the host verified against their pixels earn anything:
 
-* ``r_mandatory``: expected orientation ops are credited when a shown image has the expected net
-  orientation (the product of all expected orientation ops, so ``-270`` or two quarter turns where
-  a half turn is expected count), or, failing that, a single op when a shown image has its
-  orientation; another expected op when it is in a shown image's chain; an expected crop with the
+* ``r_mandatory``: expected orientation ops are credited when the deciding view (the last shown image
+  that may show input 0) has the expected net orientation (the product of all expected orientation
+  ops, so ``-270`` or two quarter turns where a half turn is expected count), or, failing that, the
+  ops whose own orientation it has; another expected op when it is in a shown image's chain; an expected crop with the
   IoU between the target box and the last crop shown (without a target box: 1 when that crop
   keeps at most ``zoom_share`` of the image). Divided by the number of expected ops, capped at 1.
 * ``r_spurious``: every rotation, flip or transpose that ran and is not in the chain of a shown
-  image that got orientation credit, counted per op (up to ``spurious_cap``).
+  image with the credited orientation, counted per op (up to ``spurious_cap``).
 * ``r_exact``: the orientations of the shown images (and a shown crop) are exactly the expected
-  core ops, which must not be empty. ``r_emerge``: a correct answer and an effective
+  core ops, which must not be empty, the deciding view has the expected orientation, an expected
+  crop passes the gate, and every shown image is verified. ``r_emerge``: a correct answer and an effective
   image-processing op (one that changes pixel values) in a shown image's chain. ``c_usage``: calls
   beyond ``max(free_calls, |expected|)`` and shown images beyond ``free_images``. The accuracy gate
   is as released. A trajectory whose code crashed or was killed with its session earns no process
@@ -105,12 +106,16 @@ def _expected_orientation(expected: list[str]) -> tuple[list[str], Orientation]:
 
 @dataclass(frozen=True)
 class OrientationAnalysis:
-    """The expected orientation ops, those a shown image reached, and the turning ops that led to none."""
+    """The expected orientation ops, those the deciding view credits, and the turning ops that led to none.
+
+    ``view`` is the trajectory index of the deciding view (None when nothing was shown).
+    """
 
     oriented: list[str]
     credited: list[str]
     spurious: list[int]
     reached: bool
+    view: int | None
 
 
 def _turns(op: ImageOp) -> bool:
@@ -118,27 +123,52 @@ def _turns(op: ImageOp) -> bool:
     return op.name in _TURNING and canonical(op) not in ("rotate_0", "flip")
 
 
-def analyse_orientation(ops: list[ImageOp], shown: list[Shown], expected: list[str]) -> OrientationAnalysis:
-    """Compare the orientations of the verified shown views of input 0 with the expected ones.
+def deciding_view(shown: list[Shown]) -> Shown | None:
+    """The last shown image that may show input 0: what the model's reading of the orientation rests on.
 
-    ``spurious`` holds the trace positions of turning ops outside the chains of credited views.
+    An image whose lineage is unknown may show anything, so it decides too (and credits nothing):
+    otherwise the right orientation shown through ``display`` and another one through an untraced
+    figure afterwards would be paid as if only the right one had been seen.
+    """
+    for item in reversed(shown):
+        if not item.verified or item.lineage.input == 0:  # type: ignore[union-attr]
+            return item
+    return None
+
+
+def analyse_orientation(ops: list[ImageOp], shown: list[Shown], expected: list[str]) -> OrientationAnalysis:
+    """Credit the expected orientation ops by the orientation of the deciding view (:func:`deciding_view`).
+
+    When it has the expected net orientation every expected orientation op is credited; otherwise the
+    expected ops whose own orientation it has. Any earlier view counts only when it has the same
+    orientation, so showing several orientations in one call (a hedge) or each expected op on a
+    separate image (none of them the expected view) is never paid as the expected view, while a
+    correction in a later call is, less the spurious ops of the wrong attempt. ``spurious`` holds the
+    trace positions of turning ops outside the chains of views with the credited orientation.
     """
     oriented, target = _expected_orientation(expected)
-    views = [(item, item.orientation) for item in shown if item.of_input(0)]
-    reaching = [item for item, value in views if oriented and value is not None and _close(value, target)]
-    if reaching:
-        credited = list(oriented)
-        justifying = reaching
-    else:
-        credited, justifying = [], []
-        for name in oriented:
-            hits = [item for item, value in views if value is not None and _close(value, op_orientation(name))]
-            if hits:
-                credited.append(name)
-                justifying += hits
+    last = deciding_view(shown)
+    decided = last.orientation if last is not None and last.of_input(0) else None
+    reached = bool(oriented) and decided is not None and _close(decided, target)
+    credited: list[str] = list(oriented) if reached else []
+    goal: Orientation | None = target if reached else None
+    if oriented and decided is not None and not reached:
+        credited = [name for name in oriented if _close(decided, op_orientation(name))]
+        goal = decided if credited else None
+    justifying = [
+        item
+        for item in shown
+        if goal is not None and item.of_input(0) and item.orientation is not None and _close(item.orientation, goal)
+    ]
     justified = {position for item in justifying for position in item.lineage.chain}  # type: ignore[union-attr]
     spurious = [i for i, op in enumerate(ops) if _turns(op) and i not in justified]
-    return OrientationAnalysis(oriented=oriented, credited=credited, spurious=spurious, reached=bool(reaching))
+    return OrientationAnalysis(
+        oriented=oriented,
+        credited=credited,
+        spurious=spurious,
+        reached=reached,
+        view=None if last is None else last.index,
+    )
 
 
 def effective(op: ImageOp, tolerance: float) -> bool:
@@ -174,12 +204,17 @@ def crop_credit(task: Task, shown: list[Shown], zoom_share: float) -> float:
     return float(share is not None and share <= zoom_share)
 
 
-def _exact(expected: list[str], shown: list[Shown]) -> bool:
+def _exact(expected: list[str], shown: list[Shown], orientation: OrientationAnalysis, crop_hit: bool) -> bool:
+    """The shown views' core ops are exactly the expected ones: the expected view was the deciding one (when
+    an orientation is expected), an expected crop hit its target (``crop_hit``: its credit passes the
+    gate), and nothing shown is of unknown lineage (it could show anything)."""
     wanted = set(expected) & CORE_OPS
-    if not wanted:
+    if not wanted or (orientation.oriented and not orientation.reached) or ("crop" in wanted and not crop_hit):
         return False
     used: set[str] = set()
     for item in shown:
+        if not item.verified:
+            return False
         value = item.orientation
         if item.of_input(0) and value is not None:
             used |= set(value.ops()) & CORE_OPS
@@ -244,7 +279,8 @@ def codevision_reward(
         accuracy *= mandatory
     fmt = format_reward(trajectory, config.format).total
     necessity = float((n_calls > 0) == bool(expected))
-    exact = config.exact_bonus if _exact(expected, shown) and not crashes else 0.0
+    exact_ops = _exact(expected, shown, orientation, crop >= config.gate_threshold)
+    exact = config.exact_bonus if exact_ops and not crashes else 0.0
     emergent = [] if crashes else emergent_ops(ops, shown, config)
     emerge = config.emergent_bonus if outcome.details.get("correct") and emergent else 0.0
     extra_calls = max(0, n_calls - max(config.free_calls, len(expected)))
@@ -271,6 +307,7 @@ def codevision_reward(
         "crop_credit": crop,
         "last_crop": None if crop_view is None else crop_view.index,
         "orientation_reached": orientation.reached,
+        "orientation_view": orientation.view,
         "spurious_ops": [canonical(ops[i]) for i in orientation.spurious],
         "emergent_ops": emergent,
         "calls": n_calls,
