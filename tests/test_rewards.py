@@ -202,6 +202,25 @@ def test_emergent_needs_an_effective_op_that_reached_the_model(sandbox: Sandbox)
     assert real.breakdown["emergent"] == 0.2 and real.details["emergent_ops"] == ["enhance"]
 
 
+NOOPS = {
+    # The scene spans 0-255 over its channels together, so a min-max normalisation keeps every pixel.
+    "normalize": "display(cv2.normalize(np.asarray(r), None, 0, 255, cv2.NORM_MINMAX))",
+    "blur radius 0": "display(r.filter(ImageFilter.GaussianBlur(0)))",
+    "identity point": "display(r.point(lambda v: v))",
+    "box blur radius 0": "display(r.filter(ImageFilter.BoxBlur(0)))",
+}
+
+
+@pytest.mark.parametrize("code", NOOPS.values(), ids=NOOPS.keys())
+def test_an_op_that_changed_no_pixel_earns_no_emergent_bonus(sandbox: Sandbox, code: str) -> None:
+    t = task(["rotate_90"], bbox=None)
+    trajectory = play(sandbox, t, f"r = image.rotate(90, expand=True)\n{code}")
+    r = codevision_reward(t, trajectory)
+    unchanged = [op.name for op in trajectory.turns[0].outcomes[0].ops if op.unchanged]
+    assert unchanged and r.breakdown["mandatory"] == 1.0 and r.details["unverified"] == []
+    assert r.details["emergent_ops"] == [] and r.breakdown["emergent"] == 0.0
+
+
 def test_an_expected_crop_without_a_box_needs_a_real_zoom_that_was_shown(sandbox: Sandbox) -> None:
     t = task(["crop"], bbox=None)
     zoom = codevision_reward(t, play(sandbox, t, "display(image.crop((0, 0, 160, 120)))"))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from codevision.sandbox import Sandbox
 from codevision.sandbox.results import MAX_OPS_PER_RUN, ImageOp, RunResult
+from codevision.sandbox.tracing.wrap import same_pixels
 from tests.conftest import gradient_image
 
 INCOMPLETE = "op trace may be incomplete"
@@ -931,3 +932,16 @@ def test_unusual_arguments_are_recorded_as_plain_values(sandbox: Sandbox) -> Non
     for op in result.ops:
         for value in op.args.values():
             assert type(value) in (bool, int, float, str, list), (op.name, value)
+
+
+def test_same_pixels_finds_a_change_wherever_it_is() -> None:
+    base = gradient_image(300, 200).convert("RGBA")
+    one_pixel = base.copy()
+    one_pixel.putpixel((151, 99), (0, 0, 0, 255))  # off the probe grid, alpha unchanged
+    assert same_pixels(base, base.copy()) and not same_pixels(base, one_pixel)
+    assert not same_pixels(base, base.convert("RGB")) and not same_pixels(base, base.resize((300, 199)))
+    array = np.asarray(base.convert("RGB")).copy()
+    changed = array.copy()
+    changed[101, 149, 2] ^= 1
+    assert same_pixels(array, array.copy()) and not same_pixels(array, changed)
+    assert not same_pixels(array, array[:, :, 0]) and not same_pixels(base, array)

@@ -172,7 +172,10 @@ def analyse_orientation(ops: list[ImageOp], shown: list[Shown], expected: list[s
 
 
 def effective(op: ImageOp, tolerance: float) -> bool:
-    """Whether an op changes the image: an enhancement by a factor of (about) 1 does not."""
+    """Whether an op changes the image: one whose result held its operand's pixels did not, nor does an
+    enhancement by a factor of (about) 1 (a factor of 1.02 changes a few pixels by one level)."""
+    if op.unchanged:
+        return False
     args = op.args
     try:
         if op.name == "enhance" and "factor" in args:

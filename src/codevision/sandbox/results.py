@@ -87,7 +87,11 @@ class ImageRef(BaseModel):
 
 
 class ImageOp(BaseModel):
-    """One executed image operation, in the conventions documented in :mod:`codevision.sandbox.tracing`."""
+    """One executed image operation, in the conventions documented in :mod:`codevision.sandbox.tracing`.
+
+    ``unchanged`` marks an op whose result held exactly its operand's pixels (no emergent bonus). It is
+    written in the session, but leaving it off a no-op earns no more than a real enhancement would.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -99,6 +103,7 @@ class ImageOp(BaseModel):
     line: int | None = None
     operand: ImageRef | None = None
     result: ImageRef | None = None
+    unchanged: bool = False
 
 
 class OutputImageInfo(BaseModel):

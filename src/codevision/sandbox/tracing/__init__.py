@@ -17,7 +17,8 @@ library the model used:
 * ``resize``: ``size`` and ``from_size`` as ``[width, height]``; ``pad``: ``border`` as
   ``[left, top, right, bottom]``;
 * every image-like object gets a session-unique ``id`` and, when it descends from an input
-  image, its ``origin`` (the input's index). Input images have ids equal to their index.
+  image, its ``origin`` (the input's index). Input images have ids equal to their index;
+* ``unchanged``: the op's result holds exactly its operand's pixels (it did nothing).
 """
 
 from __future__ import annotations

@@ -187,8 +187,17 @@ class Tracer:
         return self._next_id - 1
 
     def emit(
-        self, name: str, args: dict[str, Any], *, call: str, caller: FrameType, operand: Ref | None, result: Ref | None
+        self,
+        name: str,
+        args: dict[str, Any],
+        *,
+        call: str,
+        caller: FrameType,
+        operand: Ref | None,
+        result: Ref | None,
+        unchanged: bool = False,
     ) -> None:
+        """Record one op; ``unchanged`` when its result holds exactly its operand's pixels."""
         if self.full:
             return
         op: dict[str, Any] = {
@@ -203,6 +212,8 @@ class Tracer:
             op["operand"] = operand
         if result is not None:
             op["result"] = result
+        if unchanged:
+            op["unchanged"] = True
         self.ops.append(_bounded(op))
         if self.full:
             self.note(f"reached the limit of {self.max_ops} ops in one run; later ones are not recorded")

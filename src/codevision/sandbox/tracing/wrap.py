@@ -11,6 +11,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from codevision.sandbox.tracing.arrays import TracedArray, as_traced, is_image
 from codevision.sandbox.tracing.core import TRACER, Described, model_frame, size_of
@@ -210,8 +211,41 @@ def _trace(
     operand = TRACER.ref(source, before)
     changed_in_place = spec.in_place and output is None
     produced = TRACER.renewed(source) if changed_in_place else TRACER.derived(output, operand["origin"])
-    TRACER.emit(name, op_args, call=spec.call, caller=caller, operand=operand, result=produced)
+    unchanged = not changed_in_place and same_pixels(source, output)
+    TRACER.emit(name, op_args, call=spec.call, caller=caller, operand=operand, result=produced, unchanged=unchanged)
     return result
+
+
+#: Pixels per axis compared first: an op that changed the image usually shows it there, sparing a full pass.
+_PROBE = 64
+
+
+def same_pixels(before: Any, after: Any) -> bool:
+    """Whether an op's result holds exactly its operand's pixels: such an op did nothing (an autocontrast of an
+    image already spanning 0-255, a blur of radius 0), however effective its name or arguments sound.
+
+    A coarse probe decides most calls; only when it finds no difference is every pixel compared.
+    """
+    try:
+        if isinstance(before, Image.Image) and isinstance(after, Image.Image):
+            if before.mode != after.mode or before.size != after.size:
+                return False
+            probe = (min(_PROBE, before.width), min(_PROBE, before.height))
+            nearest = Image.Resampling.NEAREST
+            if before.resize(probe, nearest).tobytes() != after.resize(probe, nearest).tobytes():
+                return False
+            return before.tobytes() == after.tobytes()
+        if isinstance(before, np.ndarray) and isinstance(after, np.ndarray):
+            before, after = before.view(np.ndarray), after.view(np.ndarray)
+            if before.shape != after.shape or before.ndim < 2:
+                return False
+            step_y, step_x = max(1, before.shape[0] // _PROBE), max(1, before.shape[1] // _PROBE)
+            if not np.array_equal(before[::step_y, ::step_x], after[::step_y, ::step_x]):
+                return False
+            return bool(np.array_equal(before, after))
+    except Exception:  # an exotic image the comparison cannot read: assume the op did something
+        return False
+    return False
 
 
 def rotation(angle: float, expand: bool) -> dict[str, Any]:
