@@ -211,6 +211,13 @@ NOOPS = {
 }
 
 
+def test_an_expected_pixel_op_is_credited_only_when_it_changed_the_image(sandbox: Sandbox) -> None:
+    t = task(["rotate_90", "enhance"], bbox=None)
+    for factor, credited in ((1.0, ["rotate_90"]), (1.6, ["enhance", "rotate_90"])):
+        code = f"display(ImageEnhance.Contrast(image.rotate(90, expand=True)).enhance({factor}))"
+        assert codevision_reward(t, play(sandbox, t, code)).details["credited"] == credited, factor
+
+
 @pytest.mark.parametrize("code", NOOPS.values(), ids=NOOPS.keys())
 def test_an_op_that_changed_no_pixel_earns_no_emergent_bonus(sandbox: Sandbox, code: str) -> None:
     t = task(["rotate_90"], bbox=None)

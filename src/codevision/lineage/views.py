@@ -106,7 +106,8 @@ def unverified(shown: list[Shown]) -> list[dict[str, object]]:
 
 def shown_ops(trajectory: Trajectory, ops: list[ImageOp]) -> set[str]:
     """The ops the model saw the effect of: the orientations and crops of verified shown views of input 0
-    (as canonical names, so two quarter turns read as ``rotate_180``), and every op in a verified chain.
+    (as canonical names, so two quarter turns read as ``rotate_180``), and every op in a verified chain
+    that changed the image (an op whose result held its operand's pixels had no effect to see).
 
     ``ops`` is the trajectory's trace (:func:`codevision.rewards.base.trace`), which chains index into.
     """
@@ -114,7 +115,11 @@ def shown_ops(trajectory: Trajectory, ops: list[ImageOp]) -> set[str]:
     for item in shown_images(trajectory):
         if not item.verified or item.lineage is None:
             continue
-        found |= {canonical(ops[position]) for position in item.lineage.chain if 0 <= position < len(ops)}
+        found |= {
+            canonical(ops[position])
+            for position in item.lineage.chain
+            if 0 <= position < len(ops) and not ops[position].unchanged
+        }
         value = item.orientation
         if item.of_input(0) and value is not None:
             found |= set(value.ops())

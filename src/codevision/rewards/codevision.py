@@ -11,7 +11,8 @@ lineage the host verified against their pixels earn anything:
 * ``r_mandatory``: expected orientation ops are credited when the deciding view (the last shown image
   that may show input 0) has the expected net orientation (the product of all expected orientation
   ops, so ``-270`` or two quarter turns where a half turn is expected count), or, failing that, the
-  ops whose own orientation it has; another expected op when it is in a shown image's chain; an expected crop with the
+  ops whose own orientation it has; another expected op when an op of that name in a shown
+  image's chain changed the image; an expected crop with the
   IoU between the target box and the last crop shown (without a target box: 1 when that crop
   keeps at most ``zoom_share`` of the image). Divided by the number of expected ops, capped at 1.
 * ``r_spurious``: every rotation, flip or transpose that ran and is not in the chain of a shown
@@ -226,6 +227,18 @@ def _exact(expected: list[str], shown: list[Shown], orientation: OrientationAnal
     return used == wanted
 
 
+def chain_ops(ops: list[ImageOp], shown: list[Shown]) -> list[ImageOp]:
+    """The ops in the chains of verified shown images: those whose effect the model saw."""
+    positions = {
+        position
+        for item in shown
+        if item.verified and item.lineage is not None
+        for position in item.lineage.chain
+        if 0 <= position < len(ops)
+    }
+    return [ops[position] for position in sorted(positions)]
+
+
 def emergent_ops(ops: list[ImageOp], shown: list[Shown], config: CodeVisionConfig) -> list[str]:
     """Effective image-processing ops (not in ``emergent_ignore``) in the chain of a verified shown image.
 
@@ -233,19 +246,11 @@ def emergent_ops(ops: list[ImageOp], shown: list[Shown], config: CodeVisionConfi
     rotation by a few degrees) can be undone within the same chain, so pairs of them would earn the
     bonus while showing the expected view.
     """
-    found = set()
-    for item in shown:
-        if not item.verified or item.lineage is None:
-            continue
-        for position in item.lineage.chain:
-            if 0 <= position < len(ops):
-                op = ops[position]
-                if (
-                    op.name in PIXEL_OPS
-                    and op.name not in config.emergent_ignore
-                    and effective(op, config.noop_tolerance)
-                ):
-                    found.add(op.name)
+    found = {
+        op.name
+        for op in chain_ops(ops, shown)
+        if op.name in PIXEL_OPS and op.name not in config.emergent_ignore and effective(op, config.noop_tolerance)
+    }
     return sorted(found)
 
 
@@ -264,9 +269,15 @@ def codevision_reward(
     expected = list(dict.fromkeys(task.expected_ops))
     orientation = analyse_orientation(ops, shown, expected)
     seen = shown_ops(trajectory, ops)
-    # Orientation ops are credited by the orientation a shown image reached, never by name.
+    # Orientation ops are credited by the orientation the deciding view has, never by name; other
+    # expected ops (a corruption's fix) when an op of that name that changed the image led to a shown one.
+    done = {
+        canonical(op)
+        for op in chain_ops(ops, shown)
+        if op.name not in PIXEL_OPS or effective(op, config.noop_tolerance)
+    }
     credited = set(orientation.credited) | {
-        name for name in expected if name != "crop" and name not in orientation.oriented and name in seen
+        name for name in expected if name != "crop" and name not in orientation.oriented and name in done
     }
     credit = float(len(credited))
     crop = crop_credit(task, shown, config.zoom_share) if "crop" in expected else 0.0
