@@ -11,7 +11,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageChops
 
 from codevision.sandbox.tracing.arrays import TracedArray, as_traced, is_image
 from codevision.sandbox.tracing.core import TRACER, Described, model_frame, size_of
@@ -218,6 +218,8 @@ def _trace(
 
 #: Pixels per axis compared first: an op that changed the image usually shows it there, sparing a full pass.
 _PROBE = 64
+#: Modes whose full comparison PIL can do band by band (others compare their bytes).
+_DIFFERENCE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 
 
 def same_pixels(before: Any, after: Any) -> bool:
@@ -234,6 +236,8 @@ def same_pixels(before: Any, after: Any) -> bool:
             nearest = Image.Resampling.NEAREST
             if before.resize(probe, nearest).tobytes() != after.resize(probe, nearest).tobytes():
                 return False
+            if before.mode in _DIFFERENCE_MODES:  # in C, without copying either image's pixels out
+                return ImageChops.difference(before, after).getbbox(alpha_only=False) is None
             return before.tobytes() == after.tobytes()
         if isinstance(before, np.ndarray) and isinstance(after, np.ndarray):
             before, after = before.view(np.ndarray), after.view(np.ndarray)
