@@ -18,9 +18,12 @@ from codevision.eval.scorer import make_scorer
 from codevision.policies import OpenAIPolicy, PolicyError, ScriptedPolicy
 from codevision.protocols import get_protocol
 from codevision.sandbox import Sandbox
-from codevision.synthesis import KINDS, synthesize
+from codevision.synthesis import KINDS, rejection, synthesize
+from codevision.task import Task
+from codevision.testing.images import scene_image
 from codevision.trajectory import Message, Trajectory
 from codevision.transforms import parse_transforms
+from tests.conftest import episode, final, tool_call
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,19 @@ def test_traces_that_miss_the_required_op_are_rejected(sandbox: Sandbox, tmp_pat
     (item,) = build_items(bad, [], include_original=True)
     report = run(sandbox, [item], ["single"], tmp_path)
     (reason,) = report["single"]["rejections"]
-    assert reason.startswith("no verified shown image has the required flip_v")
+    assert reason == "the last image shown does not have the required orientation"  # details grouped away
+
+
+def test_a_teacher_hedging_between_orientations_is_rejected(sandbox: Sandbox) -> None:
+    t = Task.from_images([scene_image(320, 240)], id="t", question="q", answers=["7"], expected_ops=["rotate_90"])
+    both = "display(image.rotate(90, expand=True))\ndisplay(image.rotate(270, expand=True))"
+    hedge = episode(sandbox, t, tool_call(both), final("7"))
+    reason = (
+        "the last image shown does not have the required orientation (rotate_90: rotate_90 never reached the teacher)"
+    )
+    assert rejection(t, hedge, "single", True) == reason
+    honest = episode(sandbox, t, tool_call("display(image.rotate(90, expand=True))"), final("7"))
+    assert rejection(t, honest, "single", True) is None
 
 
 def test_unknown_kinds_are_refused(sandbox: Sandbox, tmp_path: Path) -> None:
