@@ -302,6 +302,20 @@ def test_faithfulness_is_computed_from_geometry(tmp_path: Path) -> None:
     assert record["ops"] == ["crop"] and record["correct"] is True
 
 
+def test_expected_ops_count_as_reached_only_through_the_deciding_view(tmp_path: Path) -> None:
+    task = Task.from_images([gradient_image(64, 48)], id="o1", question="q", answers=["x"], expected_ops=["rotate_90"])
+    both = "display(image.rotate(90, expand=True))\ndisplay(image.rotate(270, expand=True))"
+    hedge = evaluate_in_sandbox(task, [tool_call(both), "<answer>x</answer>"], tmp_path / "hedge").records["o1@none"]
+    assert hedge["expected_ops_reached"] is False and set(hedge["shown_ops"]) >= {"rotate_90", "rotate_270"}
+    turn = tool_call("display(image.rotate(90, expand=True))")
+    honest = evaluate_in_sandbox(task, [turn, "<answer>x</answer>"], tmp_path / "honest").records["o1@none"]
+    assert honest["expected_ops_reached"] is True
+    assert build_report([hedge, honest])["tool_use"]["expected_ops_covered"] == 50.0
+    # Results written before the field existed are read by the shown ops.
+    older = {key: value for key, value in hedge.items() if key != "expected_ops_reached"}
+    assert build_report([older, honest])["tool_use"]["expected_ops_covered"] == 100.0
+
+
 def test_compare_puts_two_runs_side_by_side(tmp_path: Path) -> None:
     for name, answer in (("a", "<answer>0</answer>"), ("b", "<answer>1</answer>")):
         asyncio.run(

@@ -124,9 +124,7 @@ def test_a_teacher_hedging_between_orientations_is_rejected(sandbox: Sandbox) ->
     t = Task.from_images([scene_image(320, 240)], id="t", question="q", answers=["7"], expected_ops=["rotate_90"])
     both = "display(image.rotate(90, expand=True))\ndisplay(image.rotate(270, expand=True))"
     hedge = episode(sandbox, t, tool_call(both), final("7"))
-    reason = (
-        "the last image shown does not have the required orientation (rotate_90: rotate_90 never reached the teacher)"
-    )
+    reason = "the last image shown does not have the required orientation (missing: rotate_90)"
     assert rejection(t, hedge, "single", True) == reason
     honest = episode(sandbox, t, tool_call("display(image.rotate(90, expand=True))"), final("7"))
     assert rejection(t, honest, "single", True) is None

@@ -24,11 +24,11 @@ from codevision.chat.budget import ImageBudget
 from codevision.eval.runner import FAILED_STOPS, EvalItem, RunStopped, Scorer
 from codevision.eval.store import ResultStore, item_folder
 from codevision.geometry import coverage
-from codevision.lineage.views import shown_images, shown_ops
+from codevision.lineage.orientation import unreached
+from codevision.lineage.views import shown_images
 from codevision.opnames import canonical
 from codevision.policies.base import Generation, Policy, Waiting
 from codevision.protocols.base import Protocol
-from codevision.rewards.codevision import analyse_orientation
 from codevision.sandbox import RemoteSandbox, Sandbox
 from codevision.task import Task
 from codevision.trajectory import Message, TextPart, Trajectory
@@ -106,17 +106,11 @@ def rejection(task: Task, trajectory: Trajectory, kind: str, correct: bool) -> s
         return "used tools in a direct example" if outcomes else None
     if not outcomes:
         return "no tool call"
-    # The same reading of what was shown as the rewards': an orientation counts when the image the
-    # answer rests on has it, so a teacher that hedges between orientations teaches no one.
-    orientation = analyse_orientation(ops, shown_images(trajectory), task.expected_ops)
-    turned = [op for op in orientation.oriented if op not in orientation.credited]
+    # The rewards' reading of what was shown: an orientation counts when the image the answer rests
+    # on has it, so a teacher that hedges between orientations teaches no one.
+    turned, missing = unreached(task, trajectory)
     if turned:
-        needed, lost = ", ".join(orientation.oriented), ", ".join(turned)
-        return (
-            f"the last image shown does not have the required orientation ({needed}: {lost} never reached the teacher)"
-        )
-    seen = shown_ops(trajectory, ops)
-    missing = [op for op in task.expected_ops if op not in orientation.oriented and op not in seen]
+        return f"the last image shown does not have the required orientation (missing: {', '.join(turned)})"
     if missing:
         traced = ", ".join(sorted({canonical(op) for op in ops})) or "none"
         return f"no verified shown image has the required {', '.join(missing)} (traced: {traced})"

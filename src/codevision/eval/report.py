@@ -216,6 +216,15 @@ def _hrbench(done: list[Record]) -> list[dict[str, Any]]:
     return rows
 
 
+def _reached(record: Record) -> bool:
+    """Whether every expected op reached the model, as the rewards read it; results written before that
+    field existed fall back to the expected ops being among the shown ones."""
+    reached = record.get("expected_ops_reached")
+    if reached is None:
+        return set(record["expected_ops"]) <= set(record.get("shown_ops", []))
+    return bool(reached)
+
+
 def _tool_use(done: list[Record]) -> dict[str, Any]:
     if not done:
         return {}
@@ -227,9 +236,7 @@ def _tool_use(done: list[Record]) -> dict[str, Any]:
         "errors_recovered": sum(r.get("errors_recovered", 0) for r in done),
         "expected_ops_items": len(with_expected),
         "expected_ops_covered": round(
-            100.0
-            * sum(1 for r in with_expected if set(r["expected_ops"]) <= set(r.get("shown_ops", [])))
-            / len(with_expected),
+            100.0 * sum(1 for r in with_expected if _reached(r)) / len(with_expected),
             2,
         )
         if with_expected

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from codevision.agent import Limits, arun_agent
 from codevision.eval.store import ResultStore, credit, item_folder, item_key
 from codevision.geometry import coverage, iou
+from codevision.lineage.orientation import unreached
 from codevision.lineage.views import shown_images, shown_ops
 from codevision.opnames import canonical
 from codevision.policies.base import Policy
@@ -151,6 +152,7 @@ def summarize(
         "ops": sorted({canonical(op) for op in ops}),
         "shown_ops": sorted(shown_ops(trajectory, ops)),
         "expected_ops": list(task.expected_ops),
+        "expected_ops_reached": not any(unreached(task, trajectory)) if task.expected_ops else None,
         "faithfulness": faithfulness(task, trajectory),
         "prompt_tokens": trajectory.usage.prompt_tokens,
         "completion_tokens": trajectory.usage.completion_tokens,

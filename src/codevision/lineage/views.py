@@ -109,7 +109,7 @@ def shown_ops(trajectory: Trajectory, ops: list[ImageOp]) -> set[str]:
     (as canonical names, so two quarter turns read as ``rotate_180``), and every op in a verified chain
     that changed the image (an op whose result held its operand's pixels had no effect to see).
 
-    ``ops`` is the trajectory's trace (:func:`codevision.rewards.base.trace`), which chains index into.
+    ``ops`` is the trajectory's trace (:func:`trace`), which chains index into.
     """
     found: set[str] = set()
     for item in shown_images(trajectory):
@@ -126,3 +126,12 @@ def shown_ops(trajectory: Trajectory, ops: list[ImageOp]) -> set[str]:
             if item.is_crop:
                 found.add("crop")
     return found
+
+
+def trace(trajectory: Trajectory) -> list[ImageOp]:
+    """All ops of the trajectory in execution order: the positions lineage chains index into.
+
+    A session keeps its objects between calls, so a crop in one call may cut an image rotated in an
+    earlier one; chains are only whole when the ops of every call are read together.
+    """
+    return [op for turn in trajectory.turns for outcome in turn.outcomes for op in outcome.ops]

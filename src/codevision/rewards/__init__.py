@@ -10,8 +10,9 @@
 See ``docs/rewards.md``.
 """
 
+from codevision.lineage.orientation import analyse_orientation
 from codevision.rewards.base import RewardResult
-from codevision.rewards.codevision import CodeVisionConfig, analyse_orientation, codevision_reward
+from codevision.rewards.codevision import CodeVisionConfig, codevision_reward
 from codevision.rewards.faithfulness import (
     FaithfulnessConfig,
     FaithfulnessJudge,

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from codevision.sandbox.results import ImageOp
 from codevision.trajectory import Action, ToolOutcome, Trajectory
 
 
@@ -40,15 +39,6 @@ def calls(trajectory: Trajectory) -> list[Call]:
             action = turn.actions[outcome.action] if 0 <= outcome.action < len(turn.actions) else None
             found.append(Call(turn.index, action, outcome))
     return found
-
-
-def trace(trajectory: Trajectory) -> list[ImageOp]:
-    """All ops of the trajectory in execution order.
-
-    A session keeps its objects between calls, so a crop in one call may cut an image rotated in an
-    earlier one; chains are only whole when the ops of every call are read together.
-    """
-    return [op for turn in trajectory.turns for outcome in turn.outcomes for op in outcome.ops]
 
 
 #: Run statuses that mean the model's code took its session down (a limit, a crash, a hostile frame):

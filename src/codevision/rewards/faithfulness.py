@@ -32,11 +32,11 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from codevision.geometry import area
-from codevision.lineage.views import Shown, focus, shown_images, unverified
+from codevision.lineage.views import Shown, focus, shown_images, trace, unverified
 from codevision.policies.base import PolicyError
 from codevision.policies.openai import OpenAIPolicy
 from codevision.protocols.crop import resolve_bbox
-from codevision.rewards.base import Call, RewardResult, calls, session_crashes, trace
+from codevision.rewards.base import Call, RewardResult, calls, session_crashes
 from codevision.scoring.judge import JudgeCache, JudgeError
 from codevision.task import Task
 from codevision.trajectory import Message, Trajectory
