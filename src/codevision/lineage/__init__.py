@@ -6,6 +6,8 @@ it follows the session's op trace from a shown image back to an image the host h
 ops' geometry (:mod:`codevision.lineage.maps`) and replays that view from the real pixels
 (:mod:`codevision.lineage.replay`); only images whose pixels agree are ``verified``. The result is
 stored on each :class:`~codevision.trajectory.ImageRecord` as a :class:`~codevision.trajectory.Lineage`.
+:mod:`codevision.lineage.views` reads the shown images back, and :mod:`codevision.lineage.orientation`
+which orientation the model saw (the last image of the input it was shown).
 """
 
 from codevision.lineage.maps import PIXEL_OPS, Unreplayable, op_map
