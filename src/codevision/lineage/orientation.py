@@ -83,9 +83,11 @@ def analyse_orientation(ops: list[ImageOp], shown: list[Shown], expected: list[s
     last = deciding_view(shown)
     decided = last.orientation if last is not None and last.of_input(0) else None
     reached = bool(oriented) and decided is not None and _close(decided, target)
-    credited: list[str] = list(oriented) if reached else []
-    goal: Orientation | None = target if reached else None
-    if oriented and decided is not None and not reached:
+    credited: list[str] = []
+    goal: Orientation | None = None
+    if reached:
+        credited, goal = list(oriented), target
+    elif decided is not None:
         credited = [name for name in oriented if _close(decided, op_orientation(name))]
         goal = decided if credited else None
     justifying = [

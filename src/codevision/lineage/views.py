@@ -104,6 +104,18 @@ def unverified(shown: list[Shown]) -> list[dict[str, object]]:
     ]
 
 
+def chain_ops(ops: list[ImageOp], shown: list[Shown]) -> list[ImageOp]:
+    """The ops in the chains of verified shown images: those whose effect the model saw."""
+    positions = {
+        position
+        for item in shown
+        if item.verified and item.lineage is not None
+        for position in item.lineage.chain
+        if 0 <= position < len(ops)
+    }
+    return [ops[position] for position in sorted(positions)]
+
+
 def shown_ops(trajectory: Trajectory, ops: list[ImageOp]) -> set[str]:
     """The ops the model saw the effect of: the orientations and crops of verified shown views of input 0
     (as canonical names, so two quarter turns read as ``rotate_180``), and every op in a verified chain
@@ -111,15 +123,9 @@ def shown_ops(trajectory: Trajectory, ops: list[ImageOp]) -> set[str]:
 
     ``ops`` is the trajectory's trace (:func:`trace`), which chains index into.
     """
-    found: set[str] = set()
-    for item in shown_images(trajectory):
-        if not item.verified or item.lineage is None:
-            continue
-        found |= {
-            canonical(ops[position])
-            for position in item.lineage.chain
-            if 0 <= position < len(ops) and not ops[position].unchanged
-        }
+    shown = shown_images(trajectory)
+    found = {canonical(op) for op in chain_ops(ops, shown) if not op.unchanged}
+    for item in shown:
         value = item.orientation
         if item.of_input(0) and value is not None:
             found |= set(value.ops())

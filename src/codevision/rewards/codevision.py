@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from codevision.geometry import iou
 from codevision.lineage.maps import PIXEL_OPS
 from codevision.lineage.orientation import OrientationAnalysis, analyse_orientation
-from codevision.lineage.views import Shown, shown_images, shown_ops, trace, unverified
+from codevision.lineage.views import Shown, chain_ops, shown_images, shown_ops, trace, unverified
 from codevision.opnames import CORE_OPS, canonical
 from codevision.rewards.base import RewardResult, calls, session_crashes
 from codevision.rewards.format import FormatConfig, format_reward
@@ -139,18 +139,6 @@ def _exact(expected: list[str], shown: list[Shown], orientation: OrientationAnal
             if item.is_crop:
                 used.add("crop")
     return used == wanted
-
-
-def chain_ops(ops: list[ImageOp], shown: list[Shown]) -> list[ImageOp]:
-    """The ops in the chains of verified shown images: those whose effect the model saw."""
-    positions = {
-        position
-        for item in shown
-        if item.verified and item.lineage is not None
-        for position in item.lineage.chain
-        if 0 <= position < len(ops)
-    }
-    return [ops[position] for position in sorted(positions)]
 
 
 def emergent_ops(ops: list[ImageOp], shown: list[Shown], config: CodeVisionConfig) -> list[str]:
