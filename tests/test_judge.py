@@ -66,6 +66,8 @@ def make_judge(server: FakeOpenAIServer, cache: Path | None = None, **options: A
         ("No. The reference says 12.", False),
         ("<think>is it yes or no? the digits differ</think>\n0", False),
         ("The two texts differ in one character.\n\n0", False),
+        ("1\nThe answers agree.", True),
+        ("0\nThe reference says 12, not 1.", False),
         ("I am not sure.", None),
         ("Maybe yes, maybe no", None),
         ("The score is 0.5", None),

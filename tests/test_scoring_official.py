@@ -20,7 +20,14 @@ from codevision.scoring import (
     score,
     score_with_judge,
 )
-from codevision.scoring.official import extractor_answer, hrbench_judge_says_yes, lmms_eval_letter, vlmevalkit_letter
+from codevision.scoring.official import (
+    codevision_judge_says_correct,
+    extractor_answer,
+    hrbench_judge_says_yes,
+    lmms_eval_letter,
+    vlmevalkit_letter,
+)
+from codevision.scoring.rules import codevision_judge_task
 from codevision.task import Task
 from codevision.trajectory import Trajectory, Turn
 from tests.test_cli import run_cli
@@ -37,6 +44,14 @@ hrbench:
 mathvista:
   system: Extract answers.
   template: "{query}\\n\\n{response}\\n\\nExtracted answer: "
+codevision-ocr:
+  template: "OCR. Truth: {reference} Predicted: {response}"
+codevision-math:
+  template: "Math. {question} Expected: {reference} Model: {response}"
+codevision-code:
+  template: "Code. {question} {reference} {response}"
+codevision-general:
+  template: "General. {question} Standard: {reference} Model: {response}"
 """
 
 
@@ -117,9 +132,12 @@ def test_mathvista_float_without_precision_fails_as_released() -> None:
 
 
 def test_prompts_are_needed_only_where_strict_mode_asks_a_judge(prompts_file: Path) -> None:
-    assert official_prompts_needed(["OCRBench", "HR-Bench 4K", "mathvista", "V*", "mvtoolbench"]) == [
-        "hrbench",
-        "mathvista",
+    assert official_prompts_needed(["OCRBench", "HR-Bench 4K", "mathvista", "V*"]) == ["hrbench", "mathvista"]
+    assert official_prompts_needed(["mvtoolbench"]) == [
+        "codevision-code",
+        "codevision-general",
+        "codevision-math",
+        "codevision-ocr",
     ]
     with pytest.raises(PromptFileError, match="--official-prompts"):
         STRICT.check_prompts(["hrbench"])
@@ -194,6 +212,76 @@ def test_strict_mathvista_uses_the_stripped_extractor_reply(prompts_file: Path) 
         assert strict_judged(server, prompts_file, "mathvista", "It is the third.", "145°", **MC).correct
 
 
+@pytest.mark.parametrize(
+    ("reply", "correct"),
+    [
+        ("1", True),
+        ("0.0", False),
+        ("Verdict: 1", True),
+        ("answer: verdict: 0", False),  # each prefix is removed once, in its order: "verdict: 0" is left
+        ("Correct", True),
+        ("Correct.", False),  # not a verdict word, and no digit
+        ("1.", False),  # the stand-alone 1 may not be followed by a full stop
+        ("0/1", True),  # the first stand-alone 1 wins
+        ("0 (the answer should be 1 word)", True),
+        ("**0**", False),
+        ("score:1", True),
+        ("", False),
+        ("I am not sure.", False),
+    ],
+)
+def test_codevision_judge_reply_is_read_as_released(reply: str, correct: bool) -> None:
+    assert codevision_judge_says_correct(reply) is correct
+
+
+@pytest.mark.parametrize(
+    ("data_source", "task"),
+    [
+        ("ocr_vqa", "ocr"),
+        ("Optical-Chars", "ocr"),
+        ("hiertext", "general"),  # the release's "Hiertext" keyword is never matched
+        ("IAM-line", "general"),
+        ("MathVista", "math"),
+        ("geometry3k", "math"),
+        ("code_screenshot", "code"),
+        ("chartqa", "general"),
+        (None, "general"),
+    ],
+)
+def test_codevision_judge_prompt_is_picked_by_data_source_as_released(data_source: str | None, task: str) -> None:
+    assert codevision_judge_task(data_source) == task
+
+
+def test_strict_codevision_asks_the_prompt_of_the_rows_kind_with_the_answer(prompts_file: Path) -> None:
+    reply = "<think>The sign is rotated.</think>\n<answer>The sign reads\nST0P</answer>"
+    question = {"question": "What does the sign say?"}
+    with FakeOpenAIServer(lambda body: "0/1") as server:
+        result = strict_judged(server, prompts_file, "codevision", reply, "STOP", data_source="ocr_vqa", **question)
+        body = server.requests[0].body or {}
+    assert result.correct and result.rule == "codevision-rule+judge"  # "0/1" reads as 1, as released
+    assert [message["role"] for message in body["messages"]] == ["user"]
+    assert body["messages"][0]["content"] == "OCR. Truth: STOP Predicted: The sign reads\nST0P"
+    with FakeOpenAIServer(lambda body: "1.") as server:
+        result = strict_judged(server, prompts_file, "codevision", reply, "STOP", data_source="hiertext", **question)
+        body = server.requests[0].body or {}
+    assert not result.correct and not result.needs_judge
+    assert body["messages"][0]["content"].startswith("General. What does the sign say? Standard: STOP")
+
+
+def test_default_codevision_judge_prompt_follows_the_data_source() -> None:
+    with FakeOpenAIServer(lambda body: "1") as server:
+        judge = LLMJudge(server.url, server.model, backoff=0.01)
+        for source in ("ocr_vqa", "mathverse", "hiertext", "code_screenshot"):
+            judge.run_sync(score_with_judge("codevision", "<answer>x</answer>", "y", judge=judge, data_source=source))
+        prompts = [(request.body or {})["messages"][-1]["content"] for request in server.requests]
+    assert [prompt.split("\n", 1)[0] for prompt in prompts] == [
+        "Decide whether a text-recognition answer reads the same text as the reference.",
+        "Decide whether the final answer to a math or chart question equals the reference answer.",
+        "Decide whether an answer to a question about an image means the same as the reference answer.",
+        "Decide whether an answer to a question about an image means the same as the reference answer.",
+    ]
+
+
 def test_strict_judging_without_prompts_is_refused() -> None:
     with FakeOpenAIServer(lambda body: "yes") as server:
         judge = LLMJudge(server.url, server.model, backoff=0.01)
@@ -210,6 +298,24 @@ def test_make_scorer_strict_reads_the_last_reply_in_full() -> None:
     strict = asyncio.run(make_scorer(strict_official=True)(task, trajectory))
     assert not default["correct"] and default["details"]["mode"] == "default"
     assert strict["correct"] and strict["details"]["mode"] == "strict-official"
+
+
+def test_codevision_rows_are_scored_on_every_turn_as_released() -> None:
+    task = Task(id="1", question="Read the sign.", answers=["STOP"], source="verl", metadata={"scoring": "codevision"})
+    first = Turn(index=0, text="<answer>GO</answer>\nLet me check.\n<code>image.show()</code>")
+    trajectory = Trajectory(task_id="1", protocol="codevision", final_answer="STOP")
+    # The release's answer is the last <answer> of the whole response: none in the last turn here.
+    trajectory.turns = [first, Turn(index=1, text="Now it is clear:\nSTOP")]
+    scored = asyncio.run(make_scorer()(task, trajectory))
+    assert not scored["correct"] and scored["needs_judge"] and scored["details"]["answer"] == "GO"
+    # A multi-line answer is judged whole, not by its last line (which the cut answer would give).
+    trajectory.turns = [Turn(index=0, text="<answer>The sign reads\nSTOP</answer>")]
+    trajectory.final_answer = "The sign reads\nSTOP"
+    assert asyncio.run(make_scorer()(task, trajectory))["needs_judge"]
+    for strict in (False, True):
+        assert asyncio.run(make_scorer(strict_official=strict)(task, trajectory))["details"]["answer"] == (
+            "The sign reads\nSTOP"
+        )
 
 
 def test_cli_records_the_scoring_and_refuses_to_resume_with_another(tmp_path: Path) -> None:

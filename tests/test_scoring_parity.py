@@ -55,6 +55,18 @@ def test_the_sets_are_labelled_sized_and_their_spans_are_what_the_default_mode_r
                 assert final_answer(row["reply"], unbox=unbox) == row["span"], row["id"]
 
 
+def test_the_codevision_set_exercises_every_path_of_the_release() -> None:
+    labels = [row["official"]["strict"] for row in rows_of("codevision")]
+    assert {(label["score"], label["judged"]) for label in labels} == {
+        (0.0, False),
+        (1.0, False),
+        (0.0, True),
+        (1.0, True),
+    }
+    assert {label["judge_prompt"] for label in labels} == {None, "ocr", "math", "code", "general"}
+    assert any(len(row["turns"]) > 1 for row in rows_of("codevision"))
+
+
 def test_the_sets_exercise_both_verdicts() -> None:
     for name in ("ocrbench", "chartqa", "vstar", "hrbench-letter", "hrbench-judge", "mathvista-judge"):
         strict = {row["official"]["strict"] for row in rows_of(name)}

@@ -11,10 +11,13 @@ files out under one folder, by repository, at their paths in the repository::
     OFFICIAL/HR-Bench/hrbench/vlmeval/utils/matching_util.py            (same)
     OFFICIAL/lmms-eval/lmms_eval/tasks/vstar_bench/utils.py             EvolvingLMMs-Lab/lmms-eval @75571cf
     OFFICIAL/Qwen-VL/eval_mm/infographicsvqa_eval.py                    QwenLM/Qwen-VL @aa00ed0
+    OFFICIAL/CodeVision/recipe/codevision/reward.py                     ByteDance-BandAI/CodeVision @e098588
+    OFFICIAL/CodeVision/verl/utils/reward_score/llmjudge.py             (same)
 
 then, with a Python that has ``Levenshtein`` (MathVista's edit distance) installed:
 
     python bench/parity/label.py OFFICIAL
+    python bench/parity/label.py OFFICIAL --only codevision   # one set: only its files are needed
 
 Each row gets ``official``: the verdict of the official code on the whole reply (``strict``) and on
 the row's answer span (``default``); for the normalisation set, which has no reply, one verdict.
@@ -29,12 +32,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import re
 import sys
 import tempfile
 import textwrap
 import types
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +76,7 @@ class Anything:
 def install_stubs() -> None:
     for name in ("openai", "rich", "rich.logging", "tqdm", "datasets", "utilities", "torch", "lmdeploy"):
         stub(name)
-    sys.modules["openai"].__dict__.update(AzureOpenAI=Anything, OpenAI=Anything)
+    sys.modules["openai"].__dict__.update(AzureOpenAI=Anything, OpenAI=Anything, DefaultHttpxClient=Anything)
     stub("openai.types")
     stub("openai.types.chat", ChatCompletionContentPartParam=dict, ChatCompletionMessageParam=dict)
     stub("PIL")
@@ -115,21 +120,61 @@ def load(name: str, path: Path) -> types.ModuleType:
 
 
 class Official:
-    """The official scoring functions, loaded from ``root``."""
+    """The official scoring functions, loaded from ``root`` when first used (a set needs only its own files)."""
 
     def __init__(self, root: Path) -> None:
         install_stubs()
-        gpt = load("models.gpt", root / "MathVista/models/gpt.py")
+        self.root = root
+
+    @cached_property
+    def gpt(self) -> types.ModuleType:
+        gpt = load("models.gpt", self.root / "MathVista/models/gpt.py")
         stub("models", gpt=gpt)
-        self.gpt = gpt
-        self.extract = load("mathvista_extract_answer", root / "MathVista/evaluation/extract_answer.py")
-        self.calculate = load("mathvista_calculate_score", root / "MathVista/evaluation/calculate_score.py")
-        self.pix2struct = load("pix2struct_metrics", root / "pix2struct/pix2struct/metrics.py")
-        self.hrbench = load("vlmeval.dataset.utils.hrbench", root / "HR-Bench/hrbench/vlmeval/dataset/utils/hrbench.py")
-        self.matching = load("vlmeval.utils.matching_util", root / "HR-Bench/hrbench/vlmeval/utils/matching_util.py")
-        self.vstar = load("lmms_eval_vstar_utils", root / "lmms-eval/lmms_eval/tasks/vstar_bench/utils.py")
-        self.infovqa = load("qwen_infographicsvqa_eval", root / "Qwen-VL/eval_mm/infographicsvqa_eval.py")
-        self.ocrbench_loop = ocrbench_loop(root / "MultimodalOCR/OCRBench/example.py")
+        return gpt
+
+    @cached_property
+    def extract(self) -> types.ModuleType:
+        self.gpt  # noqa: B018  # extract_answer.py imports it
+        return load("mathvista_extract_answer", self.root / "MathVista/evaluation/extract_answer.py")
+
+    @cached_property
+    def calculate(self) -> types.ModuleType:
+        return load("mathvista_calculate_score", self.root / "MathVista/evaluation/calculate_score.py")
+
+    @cached_property
+    def pix2struct(self) -> types.ModuleType:
+        return load("pix2struct_metrics", self.root / "pix2struct/pix2struct/metrics.py")
+
+    @cached_property
+    def hrbench(self) -> types.ModuleType:
+        path = self.root / "HR-Bench/hrbench/vlmeval/dataset/utils/hrbench.py"
+        return load("vlmeval.dataset.utils.hrbench", path)
+
+    @cached_property
+    def matching(self) -> types.ModuleType:
+        return load("vlmeval.utils.matching_util", self.root / "HR-Bench/hrbench/vlmeval/utils/matching_util.py")
+
+    @cached_property
+    def vstar(self) -> types.ModuleType:
+        return load("lmms_eval_vstar_utils", self.root / "lmms-eval/lmms_eval/tasks/vstar_bench/utils.py")
+
+    @cached_property
+    def infovqa(self) -> types.ModuleType:
+        return load("qwen_infographicsvqa_eval", self.root / "Qwen-VL/eval_mm/infographicsvqa_eval.py")
+
+    @cached_property
+    def ocrbench_loop(self) -> str:
+        return ocrbench_loop(self.root / "MultimodalOCR/OCRBench/example.py")
+
+    @cached_property
+    def codevision(self) -> types.ModuleType:
+        """CodeVision's ``recipe/codevision/reward.py``, its judge client being the released one."""
+        stub("requests")
+        stub("math_verify")
+        for name in ("verl", "verl.utils", "verl.utils.reward_score"):
+            stub(name)
+        load("verl.utils.reward_score.llmjudge", self.root / "CodeVision/verl/utils/reward_score/llmjudge.py")
+        return load("codevision_reward", self.root / "CodeVision/recipe/codevision/reward.py")
 
 
 def ocrbench_loop(path: Path) -> str:
@@ -219,6 +264,33 @@ def hrbench_judge(official: Official, row: Row) -> bool:
     return official.hrbench.parse_score(row["judge_reply"])[0] == 1
 
 
+def codevision(official: Official, row: Row) -> dict[str, Any]:
+    """``compute_score`` on the response as verl decodes it, its judge client the released one with the
+    row's judge reply recorded: the score, whether the judge was asked, and with which of its prompts."""
+    module = official.codevision
+    judge = module.LLMJudgeClient(base_url="http://recorded/v1", model_name="recorded")
+    prompts: list[str] = []
+
+    def create(**request: Any) -> Any:
+        prompts.append(request["messages"][0]["content"])
+        message = types.SimpleNamespace(content=row["judge_reply"])
+        return types.SimpleNamespace(choices=[types.SimpleNamespace(message=message)])
+
+    judge.client = types.SimpleNamespace(chat=types.SimpleNamespace(completions=types.SimpleNamespace(create=create)))
+    module.LLM_JUDGE_CLIENT = judge
+    item = row["item"]
+    value, _ = module.compute_score(
+        solution_str=row["response"],
+        ground_truth=row["references"],
+        data_source=item["data_source"],
+        extra_info={"question": item["question"]},
+    )
+    asked = [
+        task for task, template in judge.prompts.items() if prompts and prompts[0].startswith(template.split("{")[0])
+    ]
+    return {"score": float(value), "judged": bool(prompts), "judge_prompt": asked[0] if asked else None}
+
+
 # ------------------------------------------------------------------------------------------ labelling
 def by_text(verdict: Callable[[Official, Row, str], Any]) -> Callable[[Official, Row], dict[str, Any]]:
     """A labeller that applies ``verdict`` to the whole reply and to the answer span."""
@@ -265,12 +337,15 @@ LABELLERS: dict[str, Callable[[Official, Row], dict[str, Any]]] = {
     "vstar": by_text(vstar),
     "hrbench-letter": by_text(hrbench_letter),
     "hrbench-judge": hrbench_judge_label,
+    "codevision": lambda official, row: dict.fromkeys(("strict", "default"), codevision(official, row)),
 }
 
 
-def label_sets(official: Official, directory: Path) -> dict[str, int]:
+def label_sets(official: Official, directory: Path, only: list[str] | None = None) -> dict[str, int]:
     counts = {}
     for name, labeller in LABELLERS.items():
+        if only and name not in only:
+            continue
         path = directory / f"{name}.jsonl"
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
         for row in rows:
@@ -284,8 +359,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("official", type=Path, help="the folder holding the official files, by repository")
     parser.add_argument("--sets", type=Path, default=SETS)
+    parser.add_argument("--only", nargs="+", choices=sorted(LABELLERS), help="label only these sets")
     args = parser.parse_args()
-    for name, count in label_sets(Official(args.official.resolve()), args.sets).items():
+    logging.disable(logging.WARNING)  # the official code logs every reply it cannot read
+    for name, count in label_sets(Official(args.official.resolve()), args.sets, args.only).items():
         print(f"{name}: {count} rows labelled")
 
 

@@ -11,6 +11,7 @@ exercises one of the deliberate differences between the default mode and the off
 rows by ``bench/parity/label.py``; ``bench/parity/agreement.py`` compares.
 
     python bench/parity/make_sets.py            # writes bench/parity/sets/*.jsonl (labels are dropped)
+    python bench/parity/make_sets.py --only codevision   # one set
     python bench/parity/label.py OFFICIAL_DIR   # adds the official verdicts
 """
 
@@ -720,6 +721,201 @@ def hrbench_judge_rows(rng: random.Random, n: int) -> list[Row]:
     return rows
 
 
+# ---------------------------------------------------------------------------------- CodeVision
+#: Ground truths and ways a model writes each, right and wrong, with the kind of truth.
+CODEVISION_ANSWERS: dict[str, tuple[str, list[str]]] = {
+    "letter": (
+        "B",
+        [
+            "B",
+            "(B)",
+            "B. the red car",
+            "The answer is B",
+            "b",
+            "a red car",
+            "B or C",
+            "Option C is wrong, so B",
+            "Answer: (D)",
+            "I think it's A... no, B",
+            "A",
+            "None of them",
+        ],
+    ),
+    "count": (
+        "7",
+        [
+            "7",
+            "7.0",
+            "seven",
+            "There are 7 cars",
+            "07",
+            " 7 ",
+            "7 cars and 2 trucks",
+            "6",
+            "7.00001",
+            "about 8",
+            "1e1",
+            "-7",
+        ],
+    ),
+    "thousands": ("1234", ["1234", "1,234", "1234.0", "1 234", "The total is 1,234."]),
+    "fraction": ("3/4", ["3/4", "0.75", "0.7500004", "three quarters", "6/8", "0.8"]),
+    "decimal": ("0.5", ["1/2", ".5", "0.50", "50%", "0.49"]),
+    "text": (
+        "STOP",
+        [
+            "STOP",
+            "stop",
+            "Stop.",
+            "The sign says STOP",
+            "\\boxed{STOP}",
+            "The sign reads:\nSTOP",
+            "SHOP",
+            "",
+            "S T O P",
+        ],
+    ),
+    "phrase": ("Main Street", ["Main Street", "main street", "Main St.", "It reads Main Street", "Maine Street"]),
+}
+#: Data sources of CodeVision rows and of rows a user may mix in; the release picks its judge prompt by them.
+CODEVISION_SOURCES = [
+    "hiertext",
+    "ocr_vqa",
+    "chartqa",
+    "geometry3k",
+    "mathverse",
+    "textvqa",
+    "IAM-line",
+    "CASIA-HWDB",
+    "vstar",
+    "code_screenshot",
+]
+#: Judge replies, and the tag of those codevision's default reader reads differently from the release.
+CODEVISION_JUDGE_REPLIES = {
+    "one": ("1", None),
+    "zero": ("0", None),
+    "yes": ("Yes", None),
+    "no": ("no", None),
+    "correct": ("correct", None),
+    "incorrect": ("Incorrect", None),
+    "labelled-one": ("Verdict: 1", None),
+    "score-zero": ("Score: 0", None),
+    "bold-one": ("**1**", None),
+    "thinking-one": ("<think>Both say seven.</think>\n1", None),
+    "explained-one": ("1\nThe answers agree.", None),
+    "not-correct": ("The answer is not correct.", None),
+    "one-period": ("1.", "codevision-judge-reading"),
+    "yes-period": ("Yes.", "codevision-judge-reading"),
+    "correct-period": ("Correct.", "codevision-judge-reading"),
+    "is-correct": ("The answer is correct.", "codevision-judge-reading"),
+    "zero-mentions-one": ("0 (the answer should be 1 word)", "codevision-judge-reading"),
+    "fraction-reply": ("0/1", "codevision-judge-reading"),
+    "unsure": ("I am not sure.", "codevision-judge-reading"),
+    "empty": ("", "codevision-judge-reading"),
+}
+CODEVISION_CODE = [
+    "<code>\n```python\nimg = image.rotate(90, expand=True)\nimg.show()\n```\n</code>",
+    "<code>\n```python\nw, h = image.size\nimage.crop((0, 0, w // 2, h // 2)).show()\n```\n</code>",
+]
+CODEVISION_TOOL_OUTPUTS = [
+    "Image 1:",
+    "The crop shows: <answer>SHOP</answer>",
+    "Error: name 'img' is not defined",
+    "(no output: nothing was printed or displayed)",
+]
+
+
+def codevision_turns(shape: str, answer: str, decoy: str, rng: random.Random) -> list[str]:
+    """The assistant turns of a rollout of ``shape`` that ends with ``answer`` (``decoy``: an earlier wrong one)."""
+    thought = rng.choice(THOUGHTS)
+    code = rng.choice(CODEVISION_CODE)
+    single = {
+        "tagged": f"<think>{thought}</think>\n<answer>{answer}</answer>",
+        "padded": f"<think>{thought}</think>\n<answer>\n  {answer}  \n</answer>\n",
+        "unclosed": f"<think>{thought}</think>\n<answer>{answer}",
+        "untagged": f"<think>{thought}</think>\n{answer}",
+        "last-line": f"{thought}\nSo the answer is:\n{answer}",
+        "retracted": f"<answer>{decoy}</answer>\nWait, let me check again.\n<answer>{answer}</answer>",
+        "in-thought": f"<think>It might be <answer>{answer}</answer>.</think>\nI am done.",
+        "upper-tags": f"<ANSWER>{answer}</ANSWER>",
+        "long-untagged": "\n".join(["."] * 520 + [answer]),  # 500 lines or more: no answer
+        "under-500-lines": "\n".join(["."] * 498 + [answer]),
+        "empty": "",
+        "blank": "  \n ",
+    }
+    if shape in single:
+        return [single[shape]]
+    if shape == "tool-then-answer":
+        return [f"<think>{thought}</think>\n{code}", f"<think>Now I can read it.</think>\n<answer>{answer}</answer>"]
+    if shape == "early-answer":
+        return [f"<answer>{decoy}</answer>\nLet me verify.\n{code}", f"<answer>{answer}</answer>"]
+    if shape == "tool-then-untagged":
+        return [f"<think>{thought}</think>\n{code}", f"The result is clear.\n{answer}"]
+    raise ValueError(shape)
+
+
+CODEVISION_SHAPES = [
+    "tagged",
+    "padded",
+    "unclosed",
+    "untagged",
+    "last-line",
+    "retracted",
+    "in-thought",
+    "upper-tags",
+    "long-untagged",
+    "under-500-lines",
+    "empty",
+    "blank",
+    "tool-then-answer",
+    "early-answer",
+    "tool-then-untagged",
+]
+
+
+def verl_response(turns: list[str], outputs: list[str]) -> str:
+    """The rollout as verl decodes it for the released scorer: each tool result in the chat template's
+    ``<tool_response>`` block between ``user`` and ``assistant`` (their special tokens skipped)."""
+    response = turns[0]
+    for output, turn in zip(outputs, turns[1:], strict=True):
+        response += f"\nuser\n<tool_response>\n{output}\n</tool_response>\nassistant\n{turn}"
+    return response
+
+
+def codevision_rows(rng: random.Random, n: int) -> list[Row]:
+    rows = []
+    for index in range(n):
+        kind = rng.choice(sorted(CODEVISION_ANSWERS))
+        truth, written = CODEVISION_ANSWERS[kind]
+        answer, decoy = rng.choice(written), rng.choice(written)
+        shape = rng.choice(CODEVISION_SHAPES)
+        turns = codevision_turns(shape, answer, decoy, rng)
+        outputs = [rng.choice(CODEVISION_TOOL_OUTPUTS) for _ in turns[1:]]
+        source = rng.choice(CODEVISION_SOURCES)
+        if source == "code_screenshot":
+            # codevision has no code prompt: the general one grades those rows (only readable replies here).
+            form = rng.choice(["one", "zero"])
+            difference: str | None = "codevision-code-prompt"
+        else:
+            form = rng.choice(sorted(CODEVISION_JUDGE_REPLIES))
+            difference = CODEVISION_JUDGE_REPLIES[form][1]
+        rows.append(
+            {
+                "id": f"codevision-{index:04d}",
+                "form": kind,
+                "shape": shape,
+                "turns": turns,
+                "response": verl_response(turns, outputs),
+                "judge_form": form,
+                "judge_reply": CODEVISION_JUDGE_REPLIES[form][0],
+                "references": truth,
+                "item": {"data_source": source, "question": "What does the image show?"},
+                **({"difference": difference} if difference else {}),
+            }
+        )
+    return rows
+
+
 #: Each set: its file name, its builder and its size.
 BUILDERS: dict[str, tuple[Callable[[random.Random, int], list[Row]], int]] = {
     "ocrbench": (ocrbench_rows, 400),
@@ -731,14 +927,17 @@ BUILDERS: dict[str, tuple[Callable[[random.Random, int], list[Row]], int]] = {
     "vstar": (vstar_rows, 400),
     "hrbench-letter": (hrbench_letter_rows, 400),
     "hrbench-judge": (hrbench_judge_rows, 300),
+    "codevision": (codevision_rows, 600),
 }
 
 
-def write_sets(directory: Path, seed: int) -> dict[str, int]:
-    """Write every set (without labels) and return the row counts."""
+def write_sets(directory: Path, seed: int, only: list[str] | None = None) -> dict[str, int]:
+    """Write every set, or those named in ``only``, without labels, and return the row counts."""
     directory.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, (build, size) in BUILDERS.items():
+        if only and name not in only:
+            continue
         rows = build(random.Random(f"{seed}-{name}"), size)
         with (directory / f"{name}.jsonl").open("w", encoding="utf-8") as out:
             for row in rows:
@@ -751,8 +950,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=SETS)
+    parser.add_argument("--only", nargs="+", choices=sorted(BUILDERS), help="write only these sets")
     args = parser.parse_args()
-    for name, count in write_sets(args.out, args.seed).items():
+    for name, count in write_sets(args.out, args.seed, args.only).items():
         print(f"{name}: {count} rows")
 
 

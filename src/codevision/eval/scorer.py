@@ -9,6 +9,7 @@ from typing import Any
 from codevision.eval.runner import Scorer
 from codevision.scoring import OfficialPrompts, ScoringOptions, UnknownBenchmarkError, rule_for, score, score_with_judge
 from codevision.scoring.judge import LLMJudge
+from codevision.scoring.options import DEFAULT_OPTIONS
 from codevision.task import Task
 from codevision.trajectory import Trajectory
 
@@ -50,6 +51,15 @@ def response_of(trajectory: Trajectory, *, whole_reply: bool = False) -> str:
     return trajectory.turns[-1].text if trajectory.turns else ""
 
 
+def scored_text(task: Task, trajectory: Trajectory, options: ScoringOptions = DEFAULT_OPTIONS) -> str:
+    """What the task's rule is given: the answer (:func:`response_of`), or, for a rule that reads the
+    whole response (CodeVision's), every assistant turn, one after another, as verl decodes a
+    multi-turn rollout for the released scorer (tool output is not part of it; that scorer drops it)."""
+    if rule_for(rule_name(task), options.mode).reads == "response" and trajectory.turns:
+        return "\n".join(turn.text for turn in trajectory.turns)
+    return response_of(trajectory, whole_reply=options.strict)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -86,7 +96,7 @@ def make_scorer(
 
     async def scorer(task: Task, trajectory: Trajectory) -> dict[str, Any]:
         name = rule_name(task)
-        response = response_of(trajectory, whole_reply=options.strict)
+        response = scored_text(task, trajectory, options)
         if judge is None:
             result = score(name, response, task.answers, scoring_options=options, **task.metadata)
         else:

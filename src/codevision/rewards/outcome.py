@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from codevision.eval.scorer import judge_fields, response_of, rule_name
+from codevision.eval.scorer import judge_fields, rule_name, scored_text
 from codevision.rewards.base import RewardResult
 from codevision.scoring import LLMJudge, Score, score, score_with_judge
 from codevision.task import Task
@@ -45,13 +45,14 @@ def outcome_from_score(result: Score, config: OutcomeConfig) -> RewardResult:
 def outcome_reward(task: Task, trajectory: Trajectory, config: OutcomeConfig | None = None) -> RewardResult:
     """The official rule's verdict on the final answer, without a judge (pure and deterministic)."""
     config = config or OutcomeConfig()
-    return outcome_from_score(score(rule_name(task), response_of(trajectory), task.answers, **task.metadata), config)
+    result = score(rule_name(task), scored_text(task, trajectory), task.answers, **task.metadata)
+    return outcome_from_score(result, config)
 
 
 async def judged_score(task: Task, trajectory: Trajectory, judge: LLMJudge | None) -> Score:
     """The official rule's score of the final answer, with the judge asked where the protocol asks one."""
     return await score_with_judge(
-        rule_name(task), response_of(trajectory), task.answers, judge=judge, **judge_fields(task)
+        rule_name(task), scored_text(task, trajectory), task.answers, judge=judge, **judge_fields(task)
     )
 
 

@@ -24,16 +24,23 @@ from codevision.scoring.prompt_file import PromptTemplate
 from codevision.scoring.prompts import JUDGE_KINDS, JudgeKind, format_options
 
 JudgeUse = Literal["verdict", "extract"]
+Reads = Literal["answer", "response"]
 
 
 @dataclass(frozen=True)
 class BenchmarkRule:
-    """A benchmark's rule and how its official protocol uses a judge, if it does."""
+    """A benchmark's rule, how its official protocol uses a judge, if it does, and what it reads.
+
+    ``reads`` is the part of a trajectory the rule is given: ``answer``, the final answer (the whole
+    last reply in strict-official mode), or ``response``, every assistant turn, because CodeVision's
+    released scorer reads the whole decoded multi-turn response and finds the answer itself.
+    """
 
     name: str
     rule: Callable[..., Score]
     judge: JudgeUse | None = None
     judge_kind: JudgeKind = "general"
+    reads: Reads = "answer"
 
     def accepts(self) -> frozenset[str]:
         """The item fields the rule takes as keywords."""
@@ -49,7 +56,7 @@ _MATHVISTA = BenchmarkRule("mathvista", rules.mathvista, "extract", "math")
 _CHARTQA = BenchmarkRule("chartqa", rules.chartqa)
 _ANLS = BenchmarkRule("anls", rules.anls)
 _EXACT = BenchmarkRule("exact-match", rules.exact_match)
-_CODEVISION = BenchmarkRule("codevision", rules.codevision, "verdict", "general")
+_CODEVISION = BenchmarkRule("codevision", rules.codevision, "verdict", "general", reads="response")
 
 #: Every accepted name, in the canonical form :func:`canonical_name` produces.
 RULES: dict[str, BenchmarkRule] = {
@@ -78,8 +85,11 @@ RULES: dict[str, BenchmarkRule] = {
 
 
 #: The strict-official rules, by the name of the default rule they stand in for; rules not listed
-#: (CodeVision's, exact match, generic multiple choice) have no other official form and serve both modes.
+#: (exact match, generic multiple choice) have no other official form and serve both modes. CodeVision's
+#: answer rule is the same in both; its strict form asks the judge with the release's prompts and
+#: reads the reply as the release does.
 OFFICIAL_RULES: dict[str, BenchmarkRule] = {
+    "codevision": BenchmarkRule("codevision", rules.codevision, "verdict", "general", reads="response"),
     "ocrbench": BenchmarkRule("ocrbench", official.ocrbench),
     "vstar": BenchmarkRule("vstar", official.vstar),
     "hrbench": BenchmarkRule("hrbench", official.hrbench, "verdict", "multiple-choice"),
@@ -110,10 +120,25 @@ def rule_for(name: str, mode: Mode = "default") -> BenchmarkRule:
 
 
 def official_prompts_needed(names: Iterable[str]) -> list[str]:
-    """The benchmarks among ``names`` whose strict-official scoring asks a judge, so needs an official prompt."""
-    return sorted(
-        {spec.name for spec in (rule_for(name, "strict-official") for name in names) if _official_judge(spec)}
-    )
+    """The official prompts that strict-official scoring of the benchmarks ``names`` may ask the judge with.
+
+    One per benchmark, except CodeVision's, whose release has one prompt per kind of task.
+    """
+    specs = (rule_for(name, "strict-official") for name in names)
+    return sorted({prompt for spec in specs if _official_judge(spec) for prompt in _official_prompt_names(spec)})
+
+
+def _official_prompt_names(spec: BenchmarkRule) -> tuple[str, ...]:
+    if spec.name == "codevision":
+        return tuple(f"codevision-{task}" for task in rules.CODEVISION_JUDGE_PROMPTS)
+    return (spec.name,)
+
+
+def _official_prompt_name(spec: BenchmarkRule, meta: dict[str, Any]) -> str:
+    """The prompt an item's strict judge request uses: CodeVision's by the row's ``data_source``."""
+    if spec.name == "codevision":
+        return f"codevision-{rules.codevision_judge_task(meta.get('data_source'))}"
+    return spec.name
 
 
 def _official_judge(spec: BenchmarkRule) -> bool:
@@ -169,7 +194,7 @@ async def score_with_judge(
     if judge is None or not result.needs_judge or spec.judge is None:
         return result
     if scoring_options.strict and _official_judge(spec):
-        template = scoring_options.prompt_for(spec.name)
+        template = scoring_options.prompt_for(_official_prompt_name(spec, meta))
         record = await _ask_officially(spec, result, prediction, references, judge, template, meta)
     else:
         record = await _ask(spec, result, references, judge, meta)
@@ -191,7 +216,7 @@ async def _ask(
     if spec.judge == "extract":
         return await judge.extract(question=_mathvista_query(question, meta), response=answer)
     options = rules.option_list(meta.get("choices"))
-    kind = _judge_kind(spec, meta.get("task_kind"))
+    kind = _judge_kind(spec, meta)
     reference = _reference(result, options, references)
     return await judge.verdict(kind=kind, question=question, reference=reference, response=answer, options=options)
 
@@ -205,8 +230,19 @@ async def _ask_officially(
     template: PromptTemplate,
     meta: dict[str, Any],
 ) -> JudgeRecord:
-    """The strict-official judge request: the user's official prompt on the whole reply, read as released."""
+    """The strict-official judge request: the user's official prompt, read as released.
+
+    The prompt shows the whole reply, except CodeVision's, which shows the answer its rule read.
+    """
     question = as_text(meta.get("question"))
+    if spec.name == "codevision":
+        prompt = template.render(
+            question=question,
+            reference=" / ".join(as_references(references)),
+            response=as_text(result.details.get("answer")),
+        )
+        record = await judge.complete(prompt, kind="codevision-official", system=template.system)
+        return replace(record, verdict=official.codevision_judge_says_correct(record.raw), error=None)
     options = rules.option_list(meta.get("choices"))
     prompt = template.render(
         question=question,
@@ -230,7 +266,13 @@ def _reference(result: Score, options: list[str], references: References) -> str
     return letter or " / ".join(as_references(references))
 
 
-def _judge_kind(spec: BenchmarkRule, requested: object) -> JudgeKind:
+def _judge_kind(spec: BenchmarkRule, meta: dict[str, Any]) -> JudgeKind:
+    """The prompt of the default judge: ``task_kind`` when given; for CodeVision rows the kind the release
+    picks by ``data_source`` (its code prompt has no counterpart here: the general one grades those)."""
+    requested = meta.get("task_kind")
+    if requested is None and spec.name == "codevision":
+        task = rules.codevision_judge_task(meta.get("data_source"))
+        return task if task in ("ocr", "math") else "general"  # type: ignore[return-value]
     if requested is None:
         return spec.judge_kind
     for kind in JUDGE_KINDS:

@@ -58,8 +58,9 @@ def parse_verdict(reply: str) -> bool | None:
 
     Reads "1"/"0", "yes"/"no", "correct"/"incorrect", "true"/"false", "right"/"wrong", around
     markdown and explanation, after dropping a ``<think>`` block. In order: a reply that is just a
-    verdict; the last labelled one ("Verdict: 0", "Score: 1"); a verdict word that
-    opens the reply (HR-Bench's judge is parsed by ``^(yes|no)``); verdict words that all agree
+    verdict; a first line that is just one ("1" then an explanation); the last labelled one
+    ("Verdict: 0", "Score: 1"); a verdict word that opens the reply (HR-Bench's judge is parsed by
+    ``^(yes|no)``); verdict words that all agree
     ("not correct" counts as incorrect); a final lone digit. Words that disagree give None rather
     than a guess.
     """
@@ -67,6 +68,9 @@ def parse_verdict(reply: str) -> bool | None:
     tokens = _TOKEN.findall(text)
     if len(tokens) == 1 and tokens[0] in _POSITIVE | _NEGATIVE:
         return tokens[0] in _POSITIVE
+    first_line = _TOKEN.findall(text.strip().split("\n", 1)[0])
+    if len(first_line) == 1 and first_line[0] in _POSITIVE | _NEGATIVE:
+        return first_line[0] in _POSITIVE
     labelled = _LABELLED.findall(text)
     if labelled:
         return labelled[-1] in _POSITIVE

@@ -11,6 +11,9 @@ readers the default mode deliberately does not use:
   judge, ``^(yes|no)`` on the lower-cased reply: :func:`hrbench_judge_says_yes`.
 - MathVista's extractor reply as ``extract_answer.py`` uses it, stripped and nothing more:
   :func:`extractor_answer`.
+- CodeVision's reading of its judge's reply (``verl/utils/reward_score/llmjudge.py``):
+  :func:`codevision_judge_says_correct`. Its answer rule has no other form: it is
+  :func:`codevision.scoring.rules.codevision` in both modes.
 
 The list of differences between the two modes, and why the default makes each, is in
 ``docs/benchmarks.md``.
@@ -142,6 +145,39 @@ def hrbench_judge_says_yes(reply: object) -> bool:
     count as no.
     """
     return as_text(reply).lower().startswith("yes")
+
+
+# ---------------------------------------------------------------------------------- CodeVision
+_CODEVISION_JUDGE_PREFIXES = ("judgment:", "judgement:", "verdict:", "answer:", "response:")
+_CODEVISION_JUDGE_YES = frozenset({"1", "1.0", "yes", "correct", "true", "right"})
+_CODEVISION_JUDGE_NO = frozenset({"0", "0.0", "no", "incorrect", "false", "wrong"})
+# Searched in this order; the first that matches anywhere gives the score.
+_CODEVISION_JUDGE_PATTERNS = tuple(
+    re.compile(pattern)
+    for pattern in (r"\b(1)\b(?![\d.])", r"\b(0)\b(?![\d.])", r"score[:\s]*([01])", r"([01])[\s]*(?:out of|/)\s*1")
+)
+
+
+def codevision_judge_says_correct(reply: object) -> bool:
+    """CodeVision's reading of its judge (``LLMJudgeClient._parse_score`` at e098588), quirks included.
+
+    The lower-cased, stripped reply loses each of "judgment:", "judgement:", "verdict:", "answer:",
+    "response:" in that order when it starts with it; then a reply that is exactly 1/0 (or 1.0/0.0) or
+    a verdict word decides; else the first stand-alone 1 anywhere, then the first stand-alone 0, then
+    "score: 1" or "1 out of 1". So "0/1" and "0 out of 1" read as correct, while "1." (a digit
+    followed by a full stop) and anything unreadable read as incorrect.
+    """
+    text = as_text(reply).strip().lower()
+    for prefix in _CODEVISION_JUDGE_PREFIXES:
+        if text.startswith(prefix):
+            text = text[len(prefix) :].strip()
+    if text in _CODEVISION_JUDGE_YES or text in _CODEVISION_JUDGE_NO:
+        return text in _CODEVISION_JUDGE_YES
+    for pattern in _CODEVISION_JUDGE_PATTERNS:
+        found = pattern.search(text)
+        if found:
+            return found.group(1) == "1"
+    return False
 
 
 # ---------------------------------------------------------------------------------------- MathVista

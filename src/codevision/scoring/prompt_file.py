@@ -1,8 +1,10 @@
 """The prompts file of strict-official scoring: the official judge and extractor prompts, supplied by the user.
 
 Strict-official mode asks the judge exactly what the released scripts ask (HR-Bench's yes/no
-question, MathVista's few-shot extraction prompt). Those texts belong to their authors and are not
-shipped here, so the user writes them into a YAML file, one mapping per benchmark::
+question, MathVista's few-shot extraction prompt, CodeVision's four verdict prompts, one per kind
+of task: ``codevision-ocr``, ``codevision-math``, ``codevision-code``, ``codevision-general``).
+Those texts belong to their authors and are not shipped here, so the user writes them into a YAML
+file, one mapping per benchmark::
 
     hrbench:
       template: |-
@@ -29,6 +31,8 @@ from types import MappingProxyType
 
 import yaml
 
+from codevision.scoring.rules import CODEVISION_JUDGE_PROMPTS
+
 #: The placeholders each benchmark's template may use, and what they are filled with.
 PLACEHOLDERS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
@@ -43,11 +47,23 @@ PLACEHOLDERS: Mapping[str, Mapping[str, str]] = MappingProxyType(
             "question": "the question as the benchmark states it",
             "response": "the model's whole reply",
         },
+        **{
+            f"codevision-{task}": {
+                "question": "the row's question (extra_info.question)",
+                "reference": "the ground truth",
+                "response": "the answer CodeVision's rule read from the response",
+            }
+            for task in CODEVISION_JUDGE_PROMPTS
+        },
     }
 )
 #: The placeholders a template cannot do without.
 REQUIRED: Mapping[str, frozenset[str]] = MappingProxyType(
-    {"hrbench": frozenset({"reference", "response"}), "mathvista": frozenset({"response"})}
+    {
+        "hrbench": frozenset({"reference", "response"}),
+        "mathvista": frozenset({"response"}),
+        **{f"codevision-{task}": frozenset({"reference", "response"}) for task in CODEVISION_JUDGE_PROMPTS},
+    }
 )
 _KEYS = frozenset({"template", "system"})
 

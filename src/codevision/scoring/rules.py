@@ -446,14 +446,37 @@ def codevision_match(answer: str, truth: str) -> str | None:
     return None
 
 
+#: The released judge's prompt for a row, by keywords of its ``data_source`` (lower-cased, substring,
+#: first kind that matches, else ``general``). The release also lists "IAM-line", "CASIA" and
+#: "Hiertext" for OCR, but compares them with the lower-cased source, so they never match: HierText
+#: rows (MVToolBench) are judged with the general prompt there, and here.
+CODEVISION_JUDGE_TASKS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ocr", ("ocr", "optical", "text_recognition")),
+    ("math", ("math", "mathematics", "arithmetic", "algebra", "geometry", "calculus")),
+    ("code", ("code", "programming", "coding", "algorithm", "implementation")),
+)
+CODEVISION_JUDGE_PROMPTS: tuple[str, ...] = (*(task for task, _ in CODEVISION_JUDGE_TASKS), "general")
+
+
+def codevision_judge_task(data_source: object) -> str:
+    """Which of the released judge's prompts (``ocr``, ``math``, ``code``, ``general``) grades a row."""
+    source = as_text(data_source).lower()
+    for task, keywords in CODEVISION_JUDGE_TASKS:
+        if any(keyword in source for keyword in keywords):
+            return task
+    return "general"
+
+
 def codevision(prediction: object, references: References) -> Score:
     """CodeVision's released answer rule (``recipe/codevision/reward.py``), behaviour for behaviour.
 
-    The answer is read by :func:`codevision_answer`; a reply with none scores 0 and never goes to the
-    judge. Otherwise :func:`codevision_match` decides, and whatever it does not accept goes to the
-    LLM judge (``needs_judge``), as in the released code. Its quirks are kept on purpose (the
-    rewards train against the same verdicts the released models were trained on): "1,234" reads as
-    234, and in a multiple-choice reply an article "a" counts as the letter A.
+    ``prediction`` is the whole response, every assistant turn (the release reads verl's decoded
+    multi-turn rollout), not an answer already cut out. The answer is read by
+    :func:`codevision_answer`; a response with none scores 0 and never goes to the judge. Otherwise
+    :func:`codevision_match` decides, and whatever it does not accept goes to the LLM judge
+    (``needs_judge``), as in the released code. Its quirks are kept on purpose (the rewards train
+    against the same verdicts the released models were trained on): "1,234" reads as 234, and in a
+    multiple-choice reply an article "a" counts as the letter A.
     """
     answer = codevision_answer(prediction)
     if answer is None:

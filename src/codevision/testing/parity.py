@@ -21,9 +21,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from codevision.eval.scorer import make_scorer
 from codevision.policies.openai import OpenAIPolicy
+from codevision.protocols.answers import extract_answer
 from codevision.scoring import LLMJudge, Mode, ScoringOptions, score, score_with_judge
 from codevision.scoring.prompt_file import OfficialPrompts, PromptTemplate
+from codevision.scoring.prompts import VERDICT_TEMPLATES
+from codevision.scoring.rules import CODEVISION_JUDGE_PROMPTS
+from codevision.task import Task
+from codevision.trajectory import Trajectory, Turn
 
 Row = dict[str, Any]
 
@@ -35,20 +41,29 @@ PARITY_PROMPTS = OfficialPrompts(
         {
             "hrbench": PromptTemplate("{question}\n{options}\nCorrect: {reference}\nAnswer: {response}\nyes or no?"),
             "mathvista": PromptTemplate("{query}\n\n{response}\n\nExtracted answer: "),
+            **{
+                f"codevision-{task}": PromptTemplate(f"{task} prompt\n{{question}}\n{{reference}}\n{{response}}")
+                for task in CODEVISION_JUDGE_PROMPTS
+            },
         }
     ),
 )
 
 
 class RecordedJudge(LLMJudge):
-    """A judge whose every reply is :attr:`reply`, through the real prompt building and reply reading."""
+    """A judge whose every reply is :attr:`reply`, through the real prompt building and reply reading.
+
+    ``prompts`` holds the user message of every request, so a verdict can say which prompt was asked.
+    """
 
     def __init__(self) -> None:
         super().__init__("http://127.0.0.1:9/v1", "recorded")
         self.reply = ""
+        self.prompts: list[str] = []
 
     async def _request(self, policy: OpenAIPolicy, messages: Sequence[Mapping[str, str]]) -> str:
         self.requests += 1
+        self.prompts.append(messages[-1]["content"])
         return self.reply
 
 
@@ -91,6 +106,38 @@ def _judged(benchmark: str, reply_field: str) -> Callable[[Row, Mode, RecordedJu
     return verdict
 
 
+def _prompt_kind(prompt: str) -> str:
+    """Which prompt a CodeVision judge request used: the parity stand-in's name, or the kind of ours."""
+    for task in CODEVISION_JUDGE_PROMPTS:
+        if prompt.startswith(f"{task} prompt\n"):
+            return task
+    return next(kind for kind, template in VERDICT_TEMPLATES.items() if prompt.startswith(template.split("{")[0]))
+
+
+async def _codevision(row: Row, mode: Mode, judge: RecordedJudge) -> dict[str, Any]:
+    """The rollout's turns scored as evaluation and the rewards score them (the eval scorer, on a
+    trajectory), so joining the turns is compared too: the score, whether a verdict of the judge
+    was used, and with which prompt the judge was asked."""
+    judge.reply, judge.prompts = row["judge_reply"], []
+    item = row["item"]
+    task = Task(
+        id=row["id"],
+        question=item["question"],
+        answers=[row["references"]],
+        source="verl",
+        metadata={**item, "scoring": "codevision"},
+    )
+    turns = [Turn(index=index, text=text) for index, text in enumerate(row["turns"])]
+    # The final answer as the agent loop records it, so a scorer that read it instead of the turns would show.
+    answer = extract_answer(row["turns"][-1])
+    trajectory = Trajectory(task_id=row["id"], protocol="codevision", turns=turns, final_answer=answer)
+    prompts = PARITY_PROMPTS if mode == "strict-official" else None
+    scorer = make_scorer(judge, strict_official=mode == "strict-official", official_prompts=prompts)
+    result = await scorer(task, trajectory)
+    asked = _prompt_kind(judge.prompts[0]) if judge.prompts else None
+    return {"score": float(result["correct"]), "judged": bool(result["judged"]), "judge_prompt": asked}
+
+
 #: How codevision's verdict on a row of each set is made.
 VERDICTS: dict[str, Callable[[Row, Mode, RecordedJudge], Any]] = {
     "ocrbench": _by_rule("ocrbench", lambda result: result.correct),
@@ -102,6 +149,7 @@ VERDICTS: dict[str, Callable[[Row, Mode, RecordedJudge], Any]] = {
     "vstar": _by_rule("vstar", lambda result: result.correct),
     "hrbench-letter": _by_rule("hrbench", lambda result: result.correct),
     "hrbench-judge": _judged("hrbench", "judge_reply"),
+    "codevision": _codevision,
 }
 MODES: tuple[Mode, ...] = ("strict-official", "default")
 
