@@ -117,14 +117,25 @@ def test_a_protocol_without_tool_schemas_has_no_environment(sandbox: Sandbox) ->
         ([True, False, False, True], [True, True, True, False], [0.0, 0.0, 0.0, 0.0]),
         # One correct without a tool is allowed: gap 1/2 - 1/2 = 0.
         ([True, True, False, False], [True, False, True, False], [0.0, 0.0, 0.0, 0.0]),
-        # No rollout went without tools: the gap is the tool rollouts' accuracy.
-        ([True, True, True, True], [True, False, False, False], [0.25, 0.0, 0.0, 0.0]),
+        # No rollout went without tools: nothing to compare with, nothing is paid (as released).
+        ([True, True, True, True], [True, False, False, False], [0.0, 0.0, 0.0, 0.0]),
+        # Tools helped, one of three correct without: gap 1 - 1/3.
+        ([True, False, False, False], [True, True, False, False], [2 / 3, 0.0, 0.0, 0.0]),
     ],
 )
 def test_the_group_necessity_term_is_the_released_one(used: list[bool], correct: list[bool], paid: list[float]) -> None:
     from codevision.rewards.codevision import group_necessity
 
     assert group_necessity(used, correct) == pytest.approx(paid)
+
+
+def test_the_group_necessity_term_skips_rollouts_the_crop_gate_cut() -> None:
+    from codevision.rewards.codevision import group_necessity
+
+    used, correct = [True, True, False, False], [True, True, False, False]
+    assert group_necessity(used, correct, [False, True, False, False]) == [1.0, 0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="3 gate flags"):
+        group_necessity(used, correct, [False] * 3)
 
 
 def test_the_reward_step_pays_group_necessity_per_prompt(sandbox: Sandbox) -> None:

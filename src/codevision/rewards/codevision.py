@@ -239,22 +239,25 @@ def codevision_reward(
     return RewardResult(sum(breakdown.values()), breakdown, details)
 
 
-def group_necessity(used_tools: Sequence[bool], correct: Sequence[bool]) -> list[float]:
+def group_necessity(
+    used_tools: Sequence[bool], correct: Sequence[bool], gated: Sequence[bool] | None = None
+) -> list[float]:
     """CodeVision's released necessity term over one prompt's rollouts (a GRPO group), before ``beta``.
 
     The gap ``max(0, accuracy of the rollouts that used a tool − accuracy of those that did not)``
-    is paid to each correct rollout that used a tool, unless at least two rollouts were correct
-    without one (the question did not need tools). A single trajectory has no group, so evaluation
-    reports the per-trajectory term of :func:`codevision_reward` instead.
+    is paid to each correct rollout that used a tool, unless no rollout went without a tool (there
+    is nothing to compare with) or at least two were correct without one (the question did not need
+    tools), and never to a rollout whose accuracy the crop gate cut (``gated``). A single trajectory
+    has no group, so evaluation reports the per-trajectory term of :func:`codevision_reward` instead.
     """
-    if len(used_tools) != len(correct):
-        raise ValueError(f"{len(used_tools)} tool flags for {len(correct)} verdicts")
+    gated = [False] * len(correct) if gated is None else gated
+    if not len(used_tools) == len(correct) == len(gated):
+        raise ValueError(f"{len(used_tools)} tool flags, {len(correct)} verdicts and {len(gated)} gate flags")
     with_tool = [ok for used, ok in zip(used_tools, correct, strict=True) if used]
     without = [ok for used, ok in zip(used_tools, correct, strict=True) if not used]
-    gap = max(0.0, _mean(with_tool) - _mean(without))
-    if sum(without) >= 2:
-        gap = 0.0
-    return [gap if used and ok else 0.0 for used, ok in zip(used_tools, correct, strict=True)]
+    gap = max(0.0, _mean(with_tool) - _mean(without)) if without and sum(without) < 2 else 0.0
+    rollouts = zip(used_tools, correct, gated, strict=True)
+    return [gap if used and ok and not cut else 0.0 for used, ok, cut in rollouts]
 
 
 def _mean(values: Sequence[bool]) -> float:

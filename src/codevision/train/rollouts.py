@@ -139,10 +139,9 @@ class RolloutReward:
     ) -> list[float]:
         """Group terms, metrics and saved samples for the step's rewards; the totals TRL receives."""
         self.last = [(trajectory, result.total, dict(result.breakdown)) for _, trajectory, result in scored]
-        verdicts = [
-            bool(result.details.get("codevision", {}).get("outcome", {}).get("correct")) for *_, result in scored
-        ]
-        self._group_necessity(verdicts)
+        dense = [result.details.get("codevision", {}) for *_, result in scored]
+        verdicts = [bool(details.get("outcome", {}).get("correct")) for details in dense]
+        self._group_necessity(verdicts, [bool(details.get("accuracy_gated")) for details in dense])
         if log_metric is not None:
             self._log(log_metric)
         state = kwargs.get("trainer_state")
@@ -150,7 +149,7 @@ class RolloutReward:
             self._save_sample(int(state.global_step), bool(getattr(state, "is_world_process_zero", True)))
         return [reward for _, reward, _ in self.last]
 
-    def _group_necessity(self, verdicts: list[bool]) -> None:
+    def _group_necessity(self, verdicts: list[bool], gated: list[bool]) -> None:
         """Replace each rollout's necessity term by the released group-level one (``beta`` weighs it)."""
         weight = self.spec.weights.get("codevision", 0.0) * self.spec.codevision.beta
         size = self.group_size
@@ -161,7 +160,7 @@ class RolloutReward:
         for start in range(0, len(self.last), size):
             group = self.last[start : start + size]
             used = [any(turn.outcomes for turn in trajectory.turns) for trajectory, _, _ in group]
-            paid = group_necessity(used, verdicts[start : start + size])
+            paid = group_necessity(used, verdicts[start : start + size], gated[start : start + size])
             for offset, ((trajectory, total, breakdown), value) in enumerate(zip(group, paid, strict=True)):
                 term = weight * value
                 adjusted = total + term - breakdown.get("codevision.necessity", 0.0)
