@@ -51,11 +51,12 @@ def response_of(trajectory: Trajectory, *, whole_reply: bool = False) -> str:
     return trajectory.turns[-1].text if trajectory.turns else ""
 
 
-def scored_text(task: Task, trajectory: Trajectory, options: ScoringOptions = DEFAULT_OPTIONS) -> str:
-    """What the task's rule is given: the answer (:func:`response_of`), or, for a rule that reads the
-    whole response (CodeVision's), every assistant turn, one after another, as verl decodes a
-    multi-turn rollout for the released scorer (tool output is not part of it; that scorer drops it)."""
-    if rule_for(rule_name(task), options.mode).reads == "response" and trajectory.turns:
+def scored_text(rule: str, trajectory: Trajectory, options: ScoringOptions = DEFAULT_OPTIONS) -> str:
+    """What the rule named ``rule`` (:func:`rule_name`) is given: the answer (:func:`response_of`), or,
+    for a rule that reads the whole response (CodeVision's), every assistant turn, one after another,
+    as verl decodes a multi-turn rollout for the released scorer (tool output is not part of it; that
+    scorer drops it)."""
+    if rule_for(rule, options.mode).reads == "response" and trajectory.turns:
         return "\n".join(turn.text for turn in trajectory.turns)
     return response_of(trajectory, whole_reply=options.strict)
 
@@ -96,7 +97,7 @@ def make_scorer(
 
     async def scorer(task: Task, trajectory: Trajectory) -> dict[str, Any]:
         name = rule_name(task)
-        response = scored_text(task, trajectory, options)
+        response = scored_text(name, trajectory, options)
         if judge is None:
             result = score(name, response, task.answers, scoring_options=options, **task.metadata)
         else:

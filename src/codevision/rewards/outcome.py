@@ -45,15 +45,15 @@ def outcome_from_score(result: Score, config: OutcomeConfig) -> RewardResult:
 def outcome_reward(task: Task, trajectory: Trajectory, config: OutcomeConfig | None = None) -> RewardResult:
     """The official rule's verdict on the final answer, without a judge (pure and deterministic)."""
     config = config or OutcomeConfig()
-    result = score(rule_name(task), scored_text(task, trajectory), task.answers, **task.metadata)
+    name = rule_name(task)
+    result = score(name, scored_text(name, trajectory), task.answers, **task.metadata)
     return outcome_from_score(result, config)
 
 
 async def judged_score(task: Task, trajectory: Trajectory, judge: LLMJudge | None) -> Score:
     """The official rule's score of the final answer, with the judge asked where the protocol asks one."""
-    return await score_with_judge(
-        rule_name(task), scored_text(task, trajectory), task.answers, judge=judge, **judge_fields(task)
-    )
+    name = rule_name(task)
+    return await score_with_judge(name, scored_text(name, trajectory), task.answers, judge=judge, **judge_fields(task))
 
 
 async def outcome_reward_judged(

@@ -89,7 +89,7 @@ RULES: dict[str, BenchmarkRule] = {
 #: answer rule is the same in both; its strict form asks the judge with the release's prompts and
 #: reads the reply as the release does.
 OFFICIAL_RULES: dict[str, BenchmarkRule] = {
-    "codevision": BenchmarkRule("codevision", rules.codevision, "verdict", "general", reads="response"),
+    "codevision": replace(_CODEVISION),  # the same rule; a distinct entry, so its judge is asked officially
     "ocrbench": BenchmarkRule("ocrbench", official.ocrbench),
     "vstar": BenchmarkRule("vstar", official.vstar),
     "hrbench": BenchmarkRule("hrbench", official.hrbench, "verdict", "multiple-choice"),

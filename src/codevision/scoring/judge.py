@@ -60,9 +60,8 @@ def parse_verdict(reply: str) -> bool | None:
     markdown and explanation, after dropping a ``<think>`` block. In order: a reply that is just a
     verdict; a first line that is just one ("1" then an explanation); the last labelled one
     ("Verdict: 0", "Score: 1"); a verdict word that opens the reply (HR-Bench's judge is parsed by
-    ``^(yes|no)``); verdict words that all agree
-    ("not correct" counts as incorrect); a final lone digit. Words that disagree give None rather
-    than a guess.
+    ``^(yes|no)``); verdict words that all agree ("not correct" counts as incorrect); a final lone
+    digit. Words that disagree give None rather than a guess.
     """
     text = _THINK.sub(" ", reply).lower()
     tokens = _TOKEN.findall(text)
